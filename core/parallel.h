@@ -1,0 +1,24 @@
+// minnow/core/parallel.h: one switch for the number of threads.
+//
+// minnow's kernels use OpenMP, and it links the OpenMP build of OpenBLAS
+// (Debian's libopenblas0-openmp), which runs its GEMMs on the same OpenMP
+// thread pool: the two never oversubscribe the cores. A GEMM called from
+// inside one of our parallel regions runs single-threaded in that thread.
+//
+// The count comes from, in order: set_num_threads(), the environment variable
+// MINNOW_NUM_THREADS, and otherwise every core.
+#pragma once
+
+#include <string>
+
+namespace minnow {
+
+void set_num_threads(int n);  // n >= 1; also sets OpenBLAS's count
+int get_num_threads();
+// Applies MINNOW_NUM_THREADS if set (every minnow app calls it at start;
+// a malformed value is an error). Without it, OpenMP's defaults hold.
+void init_threads_from_env();
+// One line for logs: thread count and the OpenBLAS build in use.
+std::string threading_info();
+
+}  // namespace minnow

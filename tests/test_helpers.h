@@ -1,0 +1,45 @@
+// Shared test helpers: comparisons with readable failure messages, and the
+// paths of fixtures and shared data.
+#pragma once
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace minnow::testing {
+
+// Max over elements of |a - b| / (atol + rtol |b|); <= 1 means close.
+inline void check_close(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-6,
+                        const std::string& what = "") {
+    REQUIRE_MESSAGE(a.shape() == b.shape(), what << ": shapes " << shape_str(a.shape()) << " vs "
+                                                  << shape_str(b.shape()));
+    int64_t worst = -1;
+    double worst_ratio = 0;
+    for (int64_t i = 0; i < a.numel(); ++i) {
+        const double x = a.data()[i], y = b.data()[i];
+        const double ratio = std::fabs(x - y) / (atol + rtol * std::fabs(y));
+        if (!(ratio <= worst_ratio)) {  // also catches NaN
+            worst_ratio = std::isnan(ratio) ? INFINITY : ratio;
+            worst = i;
+        }
+    }
+    CHECK_MESSAGE(worst_ratio <= 1.0, what << ": element " << worst << " is " << a.data()[worst]
+                                           << ", expected " << b.data()[worst] << " (rtol " << rtol
+                                           << ", atol " << atol << ")");
+}
+
+inline Tensor T(const std::vector<float>& v, const Shape& s) { return Tensor::from_vector(v, s); }
+
+inline std::string source_path(const std::string& rel) { return std::string(MINNOW_SOURCE_DIR) + "/" + rel; }
+
+// ../shared beside the checkout, or $MINNOW_SHARED.
+inline std::string shared_path(const std::string& rel) {
+    const char* env = std::getenv("MINNOW_SHARED");
+    return std::string(env && *env ? env : MINNOW_SHARED_DIR) + "/" + rel;
+}
+
+}  // namespace minnow::testing
