@@ -1,0 +1,200 @@
+#include "core/safetensors.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace minnow {
+
+const char* dtype_name(DType d) {
+    switch (d) {
+        case DType::F32: return "F32";
+        case DType::I64: return "I64";
+        case DType::F64: return "F64";
+    }
+    return "?";
+}
+
+static size_t dtype_size(DType d) { return d == DType::F32 ? 4 : 8; }
+
+const TensorEntry* SafetensorsFile::find(const std::string& name) const {
+    for (const auto& e : tensors)
+        if (e.name == name) return &e;
+    return nullptr;
+}
+
+const Tensor& SafetensorsFile::get(const std::string& name) const {
+    const TensorEntry* e = find(name);
+    if (!e) throw Error(path + ": no tensor named '" + name + "'");
+    return e->tensor;
+}
+
+// The files are little-endian; so is every machine minnow targets (x86-64,
+// aarch64), which lets the data be copied as is.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes a little-endian host");
+
+SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::string& name) {
+    auto fail = [&](const std::string& what) -> Error { return Error(name + ": not a valid safetensors file: " + what); };
+    if (size < 8) throw fail("only " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
+    uint64_t n = 0;
+    std::memcpy(&n, bytes, 8);
+    if (n > size - 8) throw fail("header length " + std::to_string(n) + " runs past the end of the file (" +
+                                 std::to_string(size) + " bytes)");
+    nlohmann::json header;
+    try {
+        header = nlohmann::json::parse(bytes + 8, bytes + 8 + n);
+    } catch (const std::exception& e) {
+        throw fail(std::string("header is not JSON (") + e.what() + ")");
+    }
+    if (!header.is_object()) throw fail("header is not a JSON object");
+    const uint8_t* data = bytes + 8 + n;
+    const size_t data_size = size - 8 - n;
+
+    SafetensorsFile file;
+    file.path = name;
+    std::vector<std::pair<uint64_t, uint64_t>> ranges;
+    for (auto it = header.begin(); it != header.end(); ++it) {
+        const std::string& key = it.key();
+        const auto& info = it.value();
+        if (key == "__metadata__") {
+            if (!info.is_object()) throw fail("__metadata__ is not an object");
+            for (auto m = info.begin(); m != info.end(); ++m) {
+                if (!m.value().is_string()) throw fail("metadata value of '" + m.key() + "' is not a string");
+                file.metadata[m.key()] = m.value().get<std::string>();
+            }
+            continue;
+        }
+        try {
+            const std::string dt = info.at("dtype").get<std::string>();
+            DType dtype;
+            if (dt == "F32") dtype = DType::F32;
+            else if (dt == "I64") dtype = DType::I64;
+            else if (dt == "F64") dtype = DType::F64;
+            else throw fail("tensor '" + key + "' has dtype " + dt + " (minnow reads F32, F64 and I64)");
+            Shape shape;
+            uint64_t count = 1;
+            for (const auto& d : info.at("shape")) {
+                const int64_t v = d.get<int64_t>();
+                if (v < 0 || (v > 0 && count > (uint64_t{1} << 40) / static_cast<uint64_t>(v)))
+                    throw fail("tensor '" + key + "' has a bad shape");
+                shape.push_back(v);
+                count *= static_cast<uint64_t>(v);
+            }
+            const auto& off = info.at("data_offsets");
+            if (!off.is_array() || off.size() != 2) throw fail("tensor '" + key + "': data_offsets is not [begin, end]");
+            const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
+            if (b > e || e > data_size)
+                throw fail("tensor '" + key + "': data_offsets [" + std::to_string(b) + ", " + std::to_string(e) +
+                           "] outside the " + std::to_string(data_size) + " data bytes (truncated file?)");
+            if (e - b != count * dtype_size(dtype))
+                throw fail("tensor '" + key + "': shape " + shape_str(shape) + " of " + dt + " needs " +
+                           std::to_string(count * dtype_size(dtype)) + " bytes, offsets give " +
+                           std::to_string(e - b));
+            ranges.push_back({b, e});
+            Tensor t = Tensor::empty(shape);
+            const uint8_t* src = data + b;
+            float* dst = t.data();
+            if (dtype == DType::F32) {
+                std::memcpy(dst, src, count * 4);
+            } else if (dtype == DType::F64) {
+                for (uint64_t i = 0; i < count; ++i) {
+                    double v;
+                    std::memcpy(&v, src + 8 * i, 8);
+                    dst[i] = static_cast<float>(v);
+                }
+            } else {
+                for (uint64_t i = 0; i < count; ++i) {
+                    int64_t v;
+                    std::memcpy(&v, src + 8 * i, 8);
+                    dst[i] = static_cast<float>(v);
+                }
+            }
+            file.tensors.push_back({key, t, dtype});
+        } catch (const nlohmann::json::exception& e) {
+            throw fail("entry '" + key + "' is malformed (" + e.what() + ")");
+        }
+    }
+    // Offsets must not overlap (the format forbids it; overlapping data is a sign of corruption).
+    std::vector<size_t> order(ranges.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ranges[a].first < ranges[b].first; });
+    for (size_t i = 1; i < order.size(); ++i)
+        if (ranges[order[i]].first < ranges[order[i - 1]].second)
+            throw fail("tensors '" + file.tensors[order[i - 1]].name + "' and '" + file.tensors[order[i]].name +
+                       "' overlap");
+    std::vector<TensorEntry> sorted;
+    for (size_t i : order) sorted.push_back(std::move(file.tensors[i]));
+    file.tensors = std::move(sorted);
+    return file;
+}
+
+SafetensorsFile load_safetensors(const std::string& path) {
+    std::ifstream in(path, std::ios::binary | std::ios::ate);
+    if (!in) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
+    const std::streamsize size = in.tellg();
+    in.seekg(0);
+    std::vector<uint8_t> bytes(static_cast<size_t>(size));
+    if (size > 0 && !in.read(reinterpret_cast<char*>(bytes.data()), size))
+        throw Error(path + ": read failed");
+    return parse_safetensors(bytes.data(), bytes.size(), path);
+}
+
+void save_safetensors(const std::string& path, const std::vector<TensorEntry>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+    nlohmann::ordered_json header;
+    uint64_t off = 0;
+    for (const auto& e : tensors) {
+        if (e.name == "__metadata__") throw Error(path + ": '__metadata__' is not a tensor name");
+        const uint64_t bytes = static_cast<uint64_t>(e.tensor.numel()) * dtype_size(e.dtype);
+        header[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.tensor.shape()}, {"data_offsets", {off, off + bytes}}};
+        off += bytes;
+    }
+    if (!metadata.empty()) header["__metadata__"] = metadata;
+    std::string h = header.dump();
+    h.append((8 - h.size() % 8) % 8, ' ');  // align the data to 8 bytes, as the reference writer does
+
+    const std::string tmp = path + ".tmp";
+    {
+        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+        if (!out) throw Error(tmp + ": cannot open for writing (" + std::strerror(errno) + ")");
+        const uint64_t n = h.size();
+        out.write(reinterpret_cast<const char*>(&n), 8);
+        out.write(h.data(), static_cast<std::streamsize>(h.size()));
+        for (const auto& e : tensors) {
+            const float* p = e.tensor.data();
+            const int64_t count = e.tensor.numel();
+            if (e.dtype == DType::F32) {
+                out.write(reinterpret_cast<const char*>(p), count * 4);
+            } else {
+                for (int64_t i = 0; i < count; ++i) {
+                    if (e.dtype == DType::I64) {
+                        if (p[i] != std::nearbyint(p[i]))
+                            throw Error(path + ": tensor '" + e.name + "' is stored as I64 but holds " +
+                                        std::to_string(p[i]));
+                        const int64_t v = static_cast<int64_t>(p[i]);
+                        out.write(reinterpret_cast<const char*>(&v), 8);
+                    } else {
+                        const double v = p[i];
+                        out.write(reinterpret_cast<const char*>(&v), 8);
+                    }
+                }
+            }
+        }
+        out.flush();
+        if (!out) {
+            std::remove(tmp.c_str());
+            throw Error(tmp + ": write failed (disk full?)");
+        }
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+        const std::string why = std::strerror(errno);
+        std::remove(tmp.c_str());
+        throw Error(path + ": cannot rename the written temp file into place (" + why + ")");
+    }
+}
+
+}  // namespace minnow
