@@ -2,7 +2,9 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <sstream>
+#include <unordered_map>
 
 #include "core/autograd.h"
 #include "core/ops.h"
@@ -56,15 +58,80 @@ int64_t normalize_dim(int64_t dim, int64_t ndim, const char* op) {
 }
 
 // ---------------------------------------------------------------- storage
-Storage::Storage(int64_t n) : numel(n) {
-    if (n < 0) throw Error("Storage: negative size " + std::to_string(n));
-    // aligned_alloc wants a size that is a multiple of the alignment.
-    const size_t bytes = ((static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float) + 63) / 64) * 64;
-    data = static_cast<float*>(std::aligned_alloc(64, bytes));
-    if (!data) throw std::bad_alloc();
+// A training step allocates the same sizes in the same order every time.
+// Returning freed blocks to the system and asking again would page-fault
+// every page of every activation on every step, so freed blocks are kept in
+// per-size free lists and handed out again (exact size match, so nothing is
+// wasted on rounding). The cache is bounded; past the bound blocks are freed.
+namespace {
+class BlockCache {
+public:
+    void* get(size_t bytes) {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            auto it = free_.find(bytes);
+            if (it != free_.end() && !it->second.empty()) {
+                void* p = it->second.back();
+                it->second.pop_back();
+                cached_ -= bytes;
+                return p;
+            }
+        }
+        void* p = std::aligned_alloc(64, bytes);
+        if (!p) {
+            release_all();  // a last try with the cache emptied
+            p = std::aligned_alloc(64, bytes);
+            if (!p) throw std::bad_alloc();
+        }
+        return p;
+    }
+    void put(void* p, size_t bytes) {
+        if (bytes >= kMinCached) {
+            std::lock_guard<std::mutex> lock(mu_);
+            if (cached_ + bytes <= kMaxCached) {
+                free_[bytes].push_back(p);
+                cached_ += bytes;
+                return;
+            }
+        }
+        std::free(p);
+    }
+    void release_all() {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (auto& [bytes, blocks] : free_)
+            for (void* p : blocks) std::free(p);
+        free_.clear();
+        cached_ = 0;
+    }
+    ~BlockCache() { release_all(); }
+
+private:
+    static constexpr size_t kMinCached = 64 * 1024;            // small blocks: malloc is fast enough
+    static constexpr size_t kMaxCached = size_t{4} << 30;      // 4 GiB
+    std::mutex mu_;
+    std::unordered_map<size_t, std::vector<void*>> free_;
+    size_t cached_ = 0;
+};
+
+BlockCache& block_cache() {
+    static BlockCache* cache = new BlockCache;  // never destroyed: tensors may outlive static destruction
+    return *cache;
 }
 
-Storage::~Storage() { std::free(data); }
+size_t storage_bytes(int64_t n) {
+    // aligned_alloc wants a size that is a multiple of the alignment.
+    return ((static_cast<size_t>(std::max<int64_t>(n, 1)) * sizeof(float) + 63) / 64) * 64;
+}
+}  // namespace
+
+Storage::Storage(int64_t n) : numel(n) {
+    if (n < 0) throw Error("Storage: negative size " + std::to_string(n));
+    data = static_cast<float*>(block_cache().get(storage_bytes(n)));
+}
+
+Storage::~Storage() { block_cache().put(data, storage_bytes(numel)); }
+
+void release_cached_memory() { block_cache().release_all(); }
 
 // ---------------------------------------------------------------- creation
 static Tensor make_tensor(const Shape& shape) {
