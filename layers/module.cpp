@@ -7,6 +7,17 @@
 
 namespace minnow {
 
+Tensor Module::operator()(const Tensor& x) {
+    Tensor y = forward(x);
+    for (auto& hook : hooks_) hook(*this, y);
+    return y;
+}
+
+size_t Module::register_forward_hook(ForwardHook hook) {
+    hooks_.push_back(std::move(hook));
+    return hooks_.size() - 1;
+}
+
 // ---------------------------------------------------------------- registration
 static void check_name(const std::string& name, const std::string& type) {
     if (name.empty() || name.find('.') != std::string::npos)
@@ -177,7 +188,7 @@ void Sequential::push_back(std::shared_ptr<Module> m) { add_child(std::to_string
 
 Tensor Sequential::forward(const Tensor& x) {
     Tensor h = x;
-    for (const auto& [n, m] : named_children()) h = m->forward(h);
+    for (const auto& [n, m] : named_children()) h = (*m)(h);
     return h;
 }
 

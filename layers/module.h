@@ -15,6 +15,7 @@
 // and docs/new-layer.md for the walk-through.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -32,7 +33,14 @@ class Module {
 public:
     virtual ~Module() = default;
     virtual Tensor forward(const Tensor& x) = 0;
-    Tensor operator()(const Tensor& x) { return forward(x); }
+    // Calls forward(), then the forward hooks. Call children through this
+    // (`(*conv)(x)`), not through forward(), so their hooks run too.
+    Tensor operator()(const Tensor& x);
+    // A hook sees the module and its output after every call (used, e.g., to
+    // find the first layer whose output went non-finite). Returns its index.
+    using ForwardHook = std::function<void(Module&, const Tensor& output)>;
+    size_t register_forward_hook(ForwardHook hook);
+    void clear_forward_hooks() { hooks_.clear(); }
     // The class name, for printing and error messages ("Conv2d").
     virtual std::string type_name() const = 0;
     // Extra description for printing ("3, 64, kernel_size=3, padding=1").
@@ -86,6 +94,7 @@ private:
     NamedTensors params_;
     std::vector<std::pair<std::string, std::pair<Tensor, DType>>> buffers_;
     std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
+    std::vector<ForwardHook> hooks_;
     bool training_ = true;
 };
 
