@@ -1,0 +1,65 @@
+#include "data/io.h"
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+
+#include "core/tensor.h"
+
+namespace minnow {
+
+namespace fs = std::filesystem;
+
+namespace {
+struct FileCloser {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+};
+using File = std::unique_ptr<std::FILE, FileCloser>;
+
+std::string errno_text() { return std::strerror(errno); }
+}  // namespace
+
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
+    std::error_code ec;
+    if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, expected a file");
+    File f(std::fopen(path.c_str(), "rb"));
+    if (!f) throw Error(path + ": cannot open (" + errno_text() + ")");
+    std::vector<uint8_t> bytes;
+    // Grow as we read rather than trusting a size taken before the read: the
+    // file may be a pipe, or change underneath us.
+    uint8_t buf[1 << 16];
+    size_t got;
+    while ((got = std::fread(buf, 1, sizeof buf, f.get())) > 0) bytes.insert(bytes.end(), buf, buf + got);
+    if (std::ferror(f.get())) throw Error(path + ": read error (" + errno_text() + ")");
+    return bytes;
+}
+
+void write_file_atomically(const std::string& path, const std::function<void(std::FILE*)>& fill) {
+    // A name no other thread or process uses: pid + a per-process counter.
+    static std::atomic<uint64_t> counter{0};
+    const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
+    try {
+        const fs::path parent = fs::path(path).parent_path();
+        std::error_code ec;
+        if (!parent.empty()) fs::create_directories(parent, ec);
+        if (ec) throw Error(path + ": cannot create its folder (" + ec.message() + ")");
+        File f(std::fopen(tmp.c_str(), "wb"));
+        if (!f) throw Error(tmp + ": cannot create (" + errno_text() + ")");
+        fill(f.get());
+        if (std::fflush(f.get()) != 0 || std::ferror(f.get()))
+            throw Error(tmp + ": write error (" + errno_text() + ")");
+        if (std::fclose(f.release()) != 0) throw Error(tmp + ": write error on close (" + errno_text() + ")");
+        fs::rename(tmp, path, ec);
+        if (ec) throw Error(path + ": cannot rename " + tmp + " to it (" + ec.message() + ")");
+    } catch (...) {
+        std::error_code ignored;
+        fs::remove(tmp, ignored);
+        throw;
+    }
+}
+
+}  // namespace minnow
