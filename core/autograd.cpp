@@ -1,6 +1,7 @@
 // The autograd engine and the autograd methods of Tensor.
 #include "core/autograd.h"
 
+#include <chrono>
 #include <unordered_map>
 
 #include "core/ops.h"
@@ -33,7 +34,12 @@ Node::~Node() {
 // ---------------------------------------------------------------- leaves
 std::vector<Tensor> AccumulateGrad::backward(const Tensor& grad_output) {
     if (!leaf->grad) {
-        leaf->grad = grad_output.clone().impl_ptr();  // own copy: the caller may reuse its buffer
+        // Keep the engine's gradient itself when nothing else can see its
+        // buffer (no other handle, no view): saves a full copy per leaf.
+        // Otherwise an own copy: the caller may reuse its buffer.
+        const bool sole = grad_output.impl_ptr().use_count() == 1 &&
+                          grad_output.impl().storage.use_count() == 1 && !grad_output.requires_grad();
+        leaf->grad = sole ? grad_output.impl_ptr() : grad_output.clone().impl_ptr();
     } else {
         Tensor acc(leaf->grad);
         add_(acc, grad_output);
@@ -75,6 +81,12 @@ Tensor attach(Tensor output, std::shared_ptr<Node> node, const std::vector<Tenso
 }
 
 // ---------------------------------------------------------------- the engine
+static BackwardTimer& backward_timer() {
+    static BackwardTimer timer;
+    return timer;
+}
+void set_backward_timer(BackwardTimer timer) { backward_timer() = std::move(timer); }
+
 //
 // 1. Find every node reachable from the root and count, for each, how many
 //    edges point at it (its dependencies). Iterative, so a graph thousands of
@@ -129,7 +141,13 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
         if (it != pending.end()) pending.erase(it);
         std::vector<Tensor> grads;
         if (g.defined()) {  // an undefined g: no gradient reached n, so nothing flows on
-            grads = n->backward(g);
+            if (backward_timer()) {
+                const auto t0 = std::chrono::steady_clock::now();
+                grads = n->backward(g);
+                backward_timer()(*n, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            } else {
+                grads = n->backward(g);
+            }
             if (!dynamic_cast<AccumulateGrad*>(n) && grads.size() != n->next_edges.size())
                 throw Error(std::string(n->name()) + ": backward returned " +
                             std::to_string(grads.size()) + " gradients for " +

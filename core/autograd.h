@@ -28,6 +28,7 @@
 // with grad mode off, so they may use any op freely.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -99,5 +100,10 @@ private:
 
 // The engine: see the comment at the top. Called by Tensor::backward().
 void run_backward(const Tensor& root, const Tensor& grad_output);
+
+// Profiling: when set, the engine times every node's backward and reports it
+// here (the bench app uses it for per-layer backward times). Off by default.
+using BackwardTimer = std::function<void(const Node& node, double seconds)>;
+void set_backward_timer(BackwardTimer timer);
 
 }  // namespace minnow

@@ -1,5 +1,6 @@
 #include "layers/module.h"
 
+#include <chrono>
 #include <set>
 #include <sstream>
 
@@ -7,8 +8,21 @@
 
 namespace minnow {
 
+static Module::ForwardTimer& forward_timer() {
+    static Module::ForwardTimer timer;
+    return timer;
+}
+void Module::set_forward_timer(ForwardTimer timer) { forward_timer() = std::move(timer); }
+
 Tensor Module::operator()(const Tensor& x) {
-    Tensor y = forward(x);
+    Tensor y;
+    if (forward_timer()) {
+        const auto t0 = std::chrono::steady_clock::now();
+        y = forward(x);
+        forward_timer()(*this, y, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    } else {
+        y = forward(x);
+    }
     for (auto& hook : hooks_) hook(*this, y);
     return y;
 }

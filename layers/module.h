@@ -41,6 +41,10 @@ public:
     using ForwardHook = std::function<void(Module&, const Tensor& output)>;
     size_t register_forward_hook(ForwardHook hook);
     void clear_forward_hooks() { hooks_.clear(); }
+    // Profiling: when set, every module call is timed and reported here
+    // (module, its output, seconds; a parent's time includes its children's).
+    using ForwardTimer = std::function<void(Module&, const Tensor& output, double seconds)>;
+    static void set_forward_timer(ForwardTimer timer);
     // The class name, for printing and error messages ("Conv2d").
     virtual std::string type_name() const = 0;
     // Extra description for printing ("3, 64, kernel_size=3, padding=1").

@@ -21,7 +21,8 @@ inline void check_close(const Tensor& a, const Tensor& b, double rtol = 1e-5, do
     double worst_ratio = 0;
     for (int64_t i = 0; i < a.numel(); ++i) {
         const double x = a.data()[i], y = b.data()[i];
-        const double ratio = std::fabs(x - y) / (atol + rtol * std::fabs(y));
+        const double diff = std::fabs(x - y);
+        const double ratio = diff == 0 ? 0 : diff / (atol + rtol * std::fabs(y));
         if (!(ratio <= worst_ratio)) {  // also catches NaN
             worst_ratio = std::isnan(ratio) ? INFINITY : ratio;
             worst = i;

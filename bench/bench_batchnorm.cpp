@@ -1,0 +1,144 @@
+// BatchNorm2d on the experiment's biggest activation, (128, 64, 32, 32), on
+// 2 threads: the hand-derived node against the same layer built from autograd
+// primitives (layers/batchnorm_reference.h), in time and in memory, with a
+// plain copy of the tensor as the memory-bandwidth floor.
+//
+//   build/bench/minnow_bench_micro --benchmark_filter=BatchNorm
+//
+// What each one times:
+//   BatchNorm2d_Forward            forward only, no graph (inference)
+//   BatchNorm2d_FwdBwd             forward + the node's backward (dx, dgamma, dbeta)
+//   BatchNorm2d_FwdBwd_Engine      the same through Tensor::backward() with x a leaf
+//                                  (as PyTorch is timed): adds the engine's bookkeeping
+//   BatchNormReference_FwdBwd      the autograd-primitives version, through the engine
+//   Copy                           memcpy of one such tensor into memory already mapped
+//
+// Memory counters (MB), measured with glibc's mallinfo2() after emptying
+// minnow's block cache (release_cached_memory()), so every block the step
+// needs is a fresh malloc:
+//   graph_MB   heap growth once forward has run: the output plus what the
+//              graph saved for backward
+//   saved_MB   graph_MB minus the output: the saved tensors alone
+//   peak_MB    heap growth after forward + backward through the engine: as
+//              freed blocks go back to the cache and are reused, this is the
+//              step's high-water mark (it includes dx, kept as x.grad)
+// The hand-derived node saves x (shared with the caller, not a new
+// allocation) and two [C] vectors, so its saved_MB is ~0; the reference keeps
+// several full-size intermediates alive until backward.
+//
+// PyTorch's number for the same step:
+//   /usr/bin/python3 bench/pytorch_bench.py --what batchnorm --threads 2
+#include <benchmark/benchmark.h>
+#include <malloc.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "core/autograd.h"
+#include "core/parallel.h"
+#include "core/random.h"
+#include "layers/batchnorm.h"
+#include "layers/batchnorm_reference.h"
+
+namespace {
+using namespace minnow;
+
+const Shape kShape{128, 64, 32, 32};
+constexpr double kMB = 1024.0 * 1024.0;
+
+// Bytes currently allocated through malloc (heap chunks + mmap'ed blocks).
+double allocated_bytes() {
+    const struct mallinfo2 mi = mallinfo2();
+    return static_cast<double>(mi.uordblks + mi.hblkhd);
+}
+
+struct Inputs {
+    Tensor x, dy;
+    Inputs() {
+        Generator gen(7);
+        x = Tensor::normal(kShape, 0.5f, 2.f, &gen);
+        x.requires_grad_();
+        dy = Tensor::normal(kShape, 0.f, 1.f, &gen);
+    }
+};
+
+void memory_counters(benchmark::State& state, BatchNorm& bn, Tensor& x, const Tensor& dy) {
+    release_cached_memory();
+    const double before = allocated_bytes();
+    {
+        Tensor y = bn.forward(x);
+        const double graph = allocated_bytes() - before;
+        state.counters["graph_MB"] = graph / kMB;
+        state.counters["saved_MB"] = (graph - static_cast<double>(y.numel()) * sizeof(float)) / kMB;
+        y.backward(dy);
+        state.counters["peak_MB"] = (allocated_bytes() - before) / kMB;
+    }
+    x.zero_grad();
+    bn.zero_grad();
+}
+
+void BatchNorm2d_Forward(benchmark::State& state) {
+    set_num_threads(static_cast<int>(state.range(0)));
+    Inputs in;
+    BatchNorm2d bn(64);
+    NoGradGuard no_grad;
+    for (auto _ : state) {
+        Tensor y = bn.forward(in.x);
+        benchmark::DoNotOptimize(y.data());
+    }
+}
+
+void BatchNorm2d_FwdBwd(benchmark::State& state) {
+    set_num_threads(static_cast<int>(state.range(0)));
+    Inputs in;
+    BatchNorm2d bn(64);
+    for (auto _ : state) {
+        Tensor y = bn.forward(in.x);
+        std::vector<Tensor> grads = y.grad_fn()->backward(in.dy);  // dx, dgamma, dbeta
+        benchmark::DoNotOptimize(grads[0].data());
+    }
+    memory_counters(state, bn, in.x, in.dy);
+}
+
+void BatchNorm2d_FwdBwd_Engine(benchmark::State& state) {
+    set_num_threads(static_cast<int>(state.range(0)));
+    Inputs in;
+    BatchNorm2d bn(64);
+    for (auto _ : state) {
+        Tensor y = bn.forward(in.x);
+        y.backward(in.dy);
+        in.x.zero_grad();
+        bn.zero_grad();
+    }
+    memory_counters(state, bn, in.x, in.dy);
+}
+
+void BatchNormReference_FwdBwd(benchmark::State& state) {
+    set_num_threads(static_cast<int>(state.range(0)));
+    Inputs in;
+    BatchNormReference bn(64);
+    for (auto _ : state) {
+        Tensor y = bn.forward(in.x);
+        y.backward(in.dy);
+        in.x.zero_grad();
+        bn.zero_grad();
+    }
+    memory_counters(state, bn, in.x, in.dy);
+}
+
+void Copy(benchmark::State& state) {
+    Tensor src = Tensor::normal(kShape, 0.f, 1.f);
+    Tensor dst = Tensor::zeros(kShape);
+    for (auto _ : state) {
+        std::memcpy(dst.data(), src.data(), sizeof(float) * static_cast<size_t>(src.numel()));
+        benchmark::DoNotOptimize(dst.data());
+    }
+}
+
+BENCHMARK(BatchNorm2d_Forward)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BatchNorm2d_FwdBwd)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BatchNorm2d_FwdBwd_Engine)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BatchNormReference_FwdBwd)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK(Copy)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace

@@ -1,0 +1,226 @@
+// Pooling: forward and backward side by side.
+//
+// Layout: x [N, C, H, W] and y [N, C, Ho, Wo], contiguous. Every (n, c) plane
+// is pooled on its own, so the kernels run the planes in parallel (each
+// plane's gradient is written by one thread only: no races).
+#include "layers/pooling.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/autograd.h"
+
+namespace minnow {
+
+static constexpr int64_t kParallelGrain = 1 << 15;  // elements; below it stay serial
+
+namespace {
+
+struct PoolGeometry {
+    int64_t planes, H, W, k, s, p, Ho, Wo;
+};
+
+PoolGeometry pool_geometry(const char* op, const Tensor& x, int64_t k, std::optional<int64_t> stride,
+                           int64_t p) {
+    const int64_t s = stride.value_or(k);
+    const std::string where = std::string(op) + "(kernel_size=" + std::to_string(k) + ", stride=" +
+                              std::to_string(s) + ", padding=" + std::to_string(p) + ")";
+    if (k < 1 || s < 1 || p < 0 || p > k / 2)
+        throw Error(where + ": need kernel_size >= 1, stride >= 1 and 0 <= padding <= kernel_size / 2");
+    if (x.dim() != 4) throw Error(where + ": expected input [N, C, H, W], got " + shape_str(x.shape()));
+    const int64_t H = x.size(2), W = x.size(3);
+    if (H + 2 * p < k || W + 2 * p < k)
+        throw Error(where + ": input " + shape_str(x.shape()) + " is smaller than the window");
+    return {x.size(0) * x.size(1), H, W, k, s, p, (H + 2 * p - k) / s + 1, (W + 2 * p - k) / s + 1};
+}
+
+}  // namespace
+
+// ================================================================ max pool
+// y = x[argmax over the window]  =>  dx[argmax] += dy, every other pixel 0.
+// (A pixel in several overlapping windows collects from each.)
+struct MaxPool2dBackward : Node {
+    Tensor indices;  // flat ih*W + iw per output element, within its plane
+    Shape input_shape;
+    PoolGeometry g{};
+    std::vector<Tensor> backward(const Tensor& dy) override {
+        Tensor dx = Tensor::zeros(input_shape);
+        const int64_t in_plane = g.H * g.W, out_plane = g.Ho * g.Wo;
+        const float* idx = indices.data();
+        const float* pdy = dy.data();
+        float* pdx = dx.data();
+#pragma omp parallel for if (dx.numel() > kParallelGrain)
+        for (int64_t pl = 0; pl < g.planes; ++pl)
+            for (int64_t q = 0; q < out_plane; ++q)
+                pdx[pl * in_plane + static_cast<int64_t>(idx[pl * out_plane + q])] += pdy[pl * out_plane + q];
+        return {dx};
+    }
+    void release_saved() override { indices = Tensor(); }
+    const char* name() const override { return "MaxPool2dBackward"; }
+};
+
+MaxPoolResult max_pool2d_with_indices(const Tensor& x, int64_t k, std::optional<int64_t> stride, int64_t p) {
+    const PoolGeometry g = pool_geometry("MaxPool2d", x, k, stride, p);
+    Tensor y = Tensor::empty({x.size(0), x.size(1), g.Ho, g.Wo});
+    Tensor indices = Tensor::empty(y.shape());
+    const float* px = x.data();
+    float* py = y.data();
+    float* pi = indices.data();
+#pragma omp parallel for if (x.numel() > kParallelGrain)
+    for (int64_t pl = 0; pl < g.planes; ++pl) {
+        const float* plane = px + pl * g.H * g.W;
+        for (int64_t oh = 0; oh < g.Ho; ++oh)
+            for (int64_t ow = 0; ow < g.Wo; ++ow) {
+                // the window clipped to the image (padding never wins: it is -inf)
+                const int64_t h0 = std::max<int64_t>(oh * g.s - g.p, 0), h1 = std::min(oh * g.s - g.p + k, g.H);
+                const int64_t w0 = std::max<int64_t>(ow * g.s - g.p, 0), w1 = std::min(ow * g.s - g.p + k, g.W);
+                int64_t best = h0 * g.W + w0;
+                float best_v = -std::numeric_limits<float>::infinity();
+                for (int64_t ih = h0; ih < h1; ++ih)
+                    for (int64_t iw = w0; iw < w1; ++iw) {
+                        const float v = plane[ih * g.W + iw];
+                        if (v > best_v || std::isnan(v)) {  // strict >: the first maximum wins ties
+                            best_v = v;
+                            best = ih * g.W + iw;
+                        }
+                    }
+                const int64_t o = (pl * g.Ho + oh) * g.Wo + ow;
+                py[o] = best_v;
+                pi[o] = static_cast<float>(best);
+            }
+    }
+    if (any_requires_grad({x})) {
+        auto node = std::make_shared<MaxPool2dBackward>();
+        node->indices = indices;
+        node->input_shape = x.shape();
+        node->g = g;
+        y = attach(y, node, {x});
+    }
+    return {y, indices};
+}
+
+Tensor max_pool2d(const Tensor& x, int64_t k, std::optional<int64_t> stride, int64_t p) {
+    return max_pool2d_with_indices(x, k, stride, p).output;
+}
+
+// ================================================================ average pool
+// y[oh, ow] = 1/k^2 * sum over the window of x (padding adds zeros)
+//   =>  dx[ih, iw] = sum over the windows containing (ih, iw) of dy[oh, ow] / k^2
+struct AvgPool2dBackward : Node {
+    Shape input_shape;
+    PoolGeometry g{};
+    std::vector<Tensor> backward(const Tensor& dy) override {
+        Tensor dx = Tensor::zeros(input_shape);
+        const float inv = 1.f / static_cast<float>(g.k * g.k);
+        const float* pdy = dy.data();
+        float* pdx = dx.data();
+#pragma omp parallel for if (dx.numel() > kParallelGrain)
+        for (int64_t pl = 0; pl < g.planes; ++pl) {
+            float* plane = pdx + pl * g.H * g.W;
+            for (int64_t oh = 0; oh < g.Ho; ++oh)
+                for (int64_t ow = 0; ow < g.Wo; ++ow) {
+                    const float share = pdy[(pl * g.Ho + oh) * g.Wo + ow] * inv;
+                    const int64_t h0 = std::max<int64_t>(oh * g.s - g.p, 0), h1 = std::min(oh * g.s - g.p + g.k, g.H);
+                    const int64_t w0 = std::max<int64_t>(ow * g.s - g.p, 0), w1 = std::min(ow * g.s - g.p + g.k, g.W);
+                    for (int64_t ih = h0; ih < h1; ++ih)
+                        for (int64_t iw = w0; iw < w1; ++iw) plane[ih * g.W + iw] += share;
+                }
+        }
+        return {dx};
+    }
+    const char* name() const override { return "AvgPool2dBackward"; }
+};
+
+Tensor avg_pool2d(const Tensor& x, int64_t k, std::optional<int64_t> stride, int64_t p) {
+    const PoolGeometry g = pool_geometry("AvgPool2d", x, k, stride, p);
+    Tensor y = Tensor::empty({x.size(0), x.size(1), g.Ho, g.Wo});
+    const float inv = 1.f / static_cast<float>(k * k);
+    const float* px = x.data();
+    float* py = y.data();
+#pragma omp parallel for if (x.numel() > kParallelGrain)
+    for (int64_t pl = 0; pl < g.planes; ++pl) {
+        const float* plane = px + pl * g.H * g.W;
+        for (int64_t oh = 0; oh < g.Ho; ++oh)
+            for (int64_t ow = 0; ow < g.Wo; ++ow) {
+                const int64_t h0 = std::max<int64_t>(oh * g.s - g.p, 0), h1 = std::min(oh * g.s - g.p + k, g.H);
+                const int64_t w0 = std::max<int64_t>(ow * g.s - g.p, 0), w1 = std::min(ow * g.s - g.p + k, g.W);
+                float sum = 0.f;
+                for (int64_t ih = h0; ih < h1; ++ih)
+                    for (int64_t iw = w0; iw < w1; ++iw) sum += plane[ih * g.W + iw];
+                py[(pl * g.Ho + oh) * g.Wo + ow] = sum * inv;
+            }
+    }
+    auto node = std::make_shared<AvgPool2dBackward>();
+    node->input_shape = x.shape();
+    node->g = g;
+    return attach(y, node, {x});
+}
+
+// ================================================================ global average pool
+// y[n, c] = 1/(H W) * sum_{h, w} x[n, c, h, w]  =>  dx[n, c, h, w] = dy[n, c] / (H W)
+struct AdaptiveAvgPool2dBackward : Node {
+    Shape input_shape;
+    std::vector<Tensor> backward(const Tensor& dy) override {
+        Tensor dx = Tensor::empty(input_shape);
+        const int64_t hw = input_shape[2] * input_shape[3], planes = input_shape[0] * input_shape[1];
+        const float inv = 1.f / static_cast<float>(hw);
+        const float* pdy = dy.data();
+        float* pdx = dx.data();
+#pragma omp parallel for if (dx.numel() > kParallelGrain)
+        for (int64_t pl = 0; pl < planes; ++pl) std::fill(pdx + pl * hw, pdx + (pl + 1) * hw, pdy[pl] * inv);
+        return {dx};
+    }
+    const char* name() const override { return "AdaptiveAvgPool2dBackward"; }
+};
+
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t output_size) {
+    if (output_size != 1)
+        throw Error("AdaptiveAvgPool2d: only output_size 1 (global average pooling) is supported, got " +
+                    std::to_string(output_size));
+    if (x.dim() != 4 || x.size(2) * x.size(3) == 0)
+        throw Error("AdaptiveAvgPool2d(output_size=1): expected input [N, C, H, W] with H, W >= 1, got " +
+                    shape_str(x.shape()));
+    const int64_t planes = x.size(0) * x.size(1), hw = x.size(2) * x.size(3);
+    Tensor y = Tensor::empty({x.size(0), x.size(1), 1, 1});
+    const float* px = x.data();
+    float* py = y.data();
+#pragma omp parallel for if (x.numel() > kParallelGrain)
+    for (int64_t pl = 0; pl < planes; ++pl) {
+        double sum = 0;  // in double: H*W terms
+        for (int64_t q = 0; q < hw; ++q) sum += px[pl * hw + q];
+        py[pl] = static_cast<float>(sum / static_cast<double>(hw));
+    }
+    auto node = std::make_shared<AdaptiveAvgPool2dBackward>();
+    node->input_shape = x.shape();
+    return attach(y, node, {x});
+}
+
+// ================================================================ modules
+static std::string pool_repr(int64_t k, int64_t s, int64_t p) {
+    return "kernel_size=" + std::to_string(k) + ", stride=" + std::to_string(s) + ", padding=" + std::to_string(p);
+}
+
+MaxPool2d::MaxPool2d(int64_t k, std::optional<int64_t> s, int64_t p)
+    : kernel_size(k), stride(s.value_or(k)), padding(p) {
+    if (k < 1 || stride < 1 || p < 0 || p > k / 2)
+        throw Error("MaxPool2d(" + pool_repr(k, stride, p) + "): invalid configuration");
+}
+Tensor MaxPool2d::forward(const Tensor& x) { return max_pool2d(x, kernel_size, stride, padding); }
+std::string MaxPool2d::extra_repr() const { return pool_repr(kernel_size, stride, padding); }
+
+AvgPool2d::AvgPool2d(int64_t k, std::optional<int64_t> s, int64_t p)
+    : kernel_size(k), stride(s.value_or(k)), padding(p) {
+    if (k < 1 || stride < 1 || p < 0 || p > k / 2)
+        throw Error("AvgPool2d(" + pool_repr(k, stride, p) + "): invalid configuration");
+}
+Tensor AvgPool2d::forward(const Tensor& x) { return avg_pool2d(x, kernel_size, stride, padding); }
+std::string AvgPool2d::extra_repr() const { return pool_repr(kernel_size, stride, padding); }
+
+AdaptiveAvgPool2d::AdaptiveAvgPool2d(int64_t output_size) : output_size(output_size) {
+    if (output_size != 1)
+        throw Error("AdaptiveAvgPool2d: only output_size 1 (global average pooling) is supported, got " +
+                    std::to_string(output_size));
+}
+
+}  // namespace minnow

@@ -1,0 +1,177 @@
+// Conv2d: PyTorch parity (4 cases), gradcheck of every variant, the parallel
+// and 1x1 paths against a naive direct convolution, errors.
+#include "core/autograd.h"
+#include "core/parallel.h"
+#include "layers/conv2d.h"
+#include "test_layers_common.h"
+
+using namespace minnow;
+using namespace minnow::testing;
+
+namespace {
+
+struct ConvCase {
+    const char* name;
+    int64_t in, out, k, stride, pad;
+    bool bias;
+};
+
+// The definition, with loops: y[n,o,oh,ow] = b[o] + sum_{c,i,j} w[o,c,i,j] x[n,c,oh*s-p+i,ow*s-p+j],
+// and its gradients for an upstream dy, accumulated the obvious way.
+struct NaiveConv {
+    Tensor y, dx, dw, db;
+    NaiveConv(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& dy, int64_t s, int64_t p) {
+        const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+        const int64_t O = w.size(0), kh = w.size(2), kw = w.size(3);
+        const int64_t Ho = (H + 2 * p - kh) / s + 1, Wo = (W + 2 * p - kw) / s + 1;
+        y = Tensor::zeros({N, O, Ho, Wo});
+        dx = Tensor::zeros(x.shape());
+        dw = Tensor::zeros(w.shape());
+        db = Tensor::zeros({O});
+        const float *px = x.data(), *pw = w.data(), *pdy = dy.data();
+        float *py = y.data(), *pdx = dx.data(), *pdw = dw.data(), *pdb = db.data();
+        for (int64_t n = 0; n < N; ++n)
+            for (int64_t o = 0; o < O; ++o)
+                for (int64_t oh = 0; oh < Ho; ++oh)
+                    for (int64_t ow = 0; ow < Wo; ++ow) {
+                        const int64_t yi = ((n * O + o) * Ho + oh) * Wo + ow;
+                        double acc = b.defined() ? b.data()[o] : 0.0;
+                        const float g = pdy[yi];
+                        pdb[o] += g;
+                        for (int64_t c = 0; c < C; ++c)
+                            for (int64_t i = 0; i < kh; ++i)
+                                for (int64_t j = 0; j < kw; ++j) {
+                                    const int64_t ih = oh * s - p + i, iw = ow * s - p + j;
+                                    if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                                    const int64_t xi = ((n * C + c) * H + ih) * W + iw;
+                                    const int64_t wi = ((o * C + c) * kh + i) * kw + j;
+                                    acc += double(pw[wi]) * px[xi];
+                                    pdx[xi] += g * pw[wi];
+                                    pdw[wi] += g * px[xi];
+                                }
+                        py[yi] = static_cast<float>(acc);
+                    }
+    }
+};
+
+void check_against_naive(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t k, int64_t s, int64_t p,
+                         bool bias) {
+    Generator g(99);
+    Tensor x = rand_leaf({N, C, H, W}, g), w = rand_leaf({O, C, k, k}, g, -0.2f, 0.2f);
+    Tensor b = bias ? rand_leaf({O}, g) : Tensor();
+    Tensor y = conv2d(x, w, b, s, p);
+    Tensor dy = Tensor::uniform(y.shape(), -1.f, 1.f, &g);
+    y.backward(dy);
+    NaiveConv ref(x, w, b, dy, s, p);
+    check_close(y, ref.y, 1e-4, 1e-4, "y");
+    check_close(x.grad(), ref.dx, 1e-4, 1e-4, "dx");
+    check_close(w.grad(), ref.dw, 1e-4, 1e-3, "dw");
+    if (bias) check_close(b.grad(), ref.db, 1e-4, 1e-3, "db");
+}
+
+}  // namespace
+
+TEST_CASE("layers: Conv2d matches PyTorch (output and every gradient)") {
+    SafetensorsFile f = layer_fixture("conv2d");
+    const ConvCase cases[] = {{"k3s1p1_bias", 3, 4, 3, 1, 1, true},
+                              {"k3s2p0_nobias", 2, 3, 3, 2, 0, false},
+                              {"k1s2p0_nobias", 4, 6, 1, 2, 0, false},
+                              {"k3s2p1_nobias_rect", 3, 4, 3, 2, 1, false}};
+    for (const ConvCase& c : cases) {
+        const std::string n = c.name;
+        CAPTURE(n);
+        Conv2d conv(c.in, c.out, c.k, c.stride, c.pad, c.bias);
+        copy_(conv.weight, f.get(n + ".weight"));
+        if (c.bias) copy_(conv.bias, f.get(n + ".bias"));
+        Tensor x = leaf(f, n + ".x");
+        Tensor y = conv(x);
+        check_parity(y, f.get(n + ".y"), n + " y");
+        y.backward(f.get(n + ".dy"));
+        check_parity(x.grad(), f.get(n + ".dx"), n + " dx");
+        check_parity(conv.weight.grad(), f.get(n + ".dweight"), n + " dweight");
+        if (c.bias) check_parity(conv.bias.grad(), f.get(n + ".dbias"), n + " dbias");
+    }
+}
+
+TEST_CASE("layers: Conv2d gradcheck (padding, stride 2, no bias, 1x1, rectangular)") {
+    Generator g(5);
+    auto conv = [](int64_t s, int64_t p) {
+        return [s, p](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v.size() > 2 ? v[2] : Tensor(), s, p); };
+    };
+    Tensor x = rand_leaf({2, 3, 5, 5}, g);
+    expect_gradcheck(conv(1, 1), {x, rand_leaf({4, 3, 3, 3}, g), rand_leaf({4}, g)});  // padding + bias
+    expect_gradcheck(conv(2, 0), {x, rand_leaf({2, 3, 3, 3}, g)});                     // stride 2, no bias
+    expect_gradcheck(conv(2, 1), {rand_leaf({1, 2, 4, 5}, g), rand_leaf({3, 2, 3, 3}, g)});  // H != W
+    expect_gradcheck(conv(1, 0), {x, rand_leaf({3, 3, 1, 1}, g), rand_leaf({3}, g)});   // 1x1 (no im2col)
+    expect_gradcheck(conv(2, 0), {x, rand_leaf({3, 3, 1, 1}, g)});                      // 1x1 stride 2
+    expect_gradcheck(conv(1, 2), {rand_leaf({1, 1, 3, 3}, g), rand_leaf({2, 1, 2, 3}, g)});  // pad > k/2, kh != kw
+}
+
+TEST_CASE("layers: Conv2d against a naive convolution, serial and image-parallel, 3x3 and 1x1") {
+    const int saved = get_num_threads();
+    set_num_threads(1);
+    check_against_naive(2, 3, 6, 5, 4, 3, 1, 1, true);  // small: one image after another
+    check_against_naive(4, 16, 16, 16, 16, 3, 1, 1, true);
+    // Two threads and enough work (N * 2*O*K*P > 2^22 flops): the batch is split over the threads.
+    set_num_threads(2);
+    check_against_naive(4, 16, 16, 16, 16, 3, 1, 1, true);
+    check_against_naive(5, 16, 15, 15, 16, 3, 1, 1, true);   // odd batch: 3 + 2 images
+    check_against_naive(4, 16, 31, 31, 16, 3, 2, 1, false);  // stride 2
+    check_against_naive(4, 32, 16, 16, 32, 1, 1, 0, true);   // 1x1 stride 1: GEMM straight on x
+    check_against_naive(4, 32, 16, 16, 32, 1, 2, 0, false);  // 1x1 stride 2: im2col subsamples
+    // Small images go several to a GEMM (K*P small, P < 256): groups of 4 here, with a last
+    // group of 2 (10 images), and 3x3 stride 2 / 1x1 stride 2 (the ResNet shortcut) too.
+    check_against_naive(10, 32, 8, 8, 32, 3, 1, 1, true);
+    check_against_naive(8, 32, 16, 15, 32, 3, 2, 1, false);
+    check_against_naive(8, 64, 16, 16, 64, 1, 2, 0, false);
+    set_num_threads(1);
+    check_against_naive(5, 8, 8, 8, 8, 3, 1, 1, true);  // one thread: groups of 4 and 1
+    set_num_threads(2);
+    // Big images are done in bands of output rows (K*P > 2^19 floats): 16 + 15 rows here,
+    // then two bands of 8 rows with stride 2.
+    check_against_naive(2, 72, 31, 31, 2, 3, 1, 1, true);
+    check_against_naive(2, 256, 32, 31, 2, 3, 2, 1, false);
+    set_num_threads(saved);
+}
+
+TEST_CASE("layers: Conv2d twice in one graph, input not requiring grad, no grad mode") {
+    Generator g(3);
+    Conv2d c1(2, 3, 3, 1, 1, true, &g), c2(3, 2, 3, 2, 1, false, &g);
+    Tensor x = Tensor::uniform({2, 2, 6, 6}, -1, 1, &g);  // like images: no gradient wanted
+    Tensor loss = sum(c2(relu(c1(x))));
+    loss.backward();
+    CHECK(c1.weight.grad().defined());
+    CHECK(c1.bias.grad().defined());
+    CHECK(c2.weight.grad().defined());
+    CHECK_FALSE(x.grad().defined());
+    {
+        NoGradGuard ng;
+        CHECK_FALSE(c1(x).requires_grad());
+    }
+}
+
+TEST_CASE("layers: Conv2d module names, init shape, repr and shape errors") {
+    Conv2d conv(3, 8, 3, 1, 1);
+    auto params = conv.named_parameters();
+    REQUIRE(params.size() == 2);
+    CHECK(params[0].first == "weight");
+    CHECK(params[0].second.shape() == Shape{8, 3, 3, 3});
+    CHECK(params[1].second.shape() == Shape{8});
+    CHECK(conv.repr() == "Conv2d(3, 8, kernel_size=3, padding=1)");
+    CHECK(Conv2d(16, 32, 1, 2, 0, false).repr() == "Conv2d(16, 32, kernel_size=1, stride=2, bias=False)");
+    CHECK(conv(Tensor::zeros({2, 3, 7, 5})).shape() == Shape{2, 8, 7, 5});
+    CHECK(Conv2d(3, 8, 3, 2, 1)(Tensor::zeros({1, 3, 7, 8})).shape() == Shape{1, 8, 4, 4});
+
+    const std::string wrong_c = error_of([&] { conv(Tensor::zeros({2, 5, 8, 8})); });
+    CHECK(wrong_c.find("Conv2d(3, 8, kernel_size=3, padding=1)") != std::string::npos);
+    CHECK(wrong_c.find("[N, 3, H, W]") != std::string::npos);
+    CHECK(wrong_c.find("[2, 5, 8, 8]") != std::string::npos);
+    CHECK(error_of([&] { conv(Tensor::zeros({3, 8, 8})); }).find("[3, 8, 8]") != std::string::npos);
+    CHECK(error_of([&] { Conv2d(3, 8, 5)(Tensor::zeros({1, 3, 4, 4})); }).find("smaller than the kernel") !=
+          std::string::npos);
+    CHECK(error_of([] { Conv2d(3, 0, 3); }).find("Conv2d(3, 0, kernel_size=3") != std::string::npos);
+    const std::string fn = error_of([] { conv2d(Tensor::zeros({1, 2, 4, 4}), Tensor::zeros({3, 4, 3, 3})); });
+    CHECK(fn.find("conv2d") != std::string::npos);
+    CHECK(fn.find("[1, 2, 4, 4]") != std::string::npos);
+    CHECK(fn.find("[3, 4, 3, 3]") != std::string::npos);
+}

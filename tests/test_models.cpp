@@ -1,0 +1,159 @@
+// The reference networks against PyTorch (tests/fixtures/{cnn_batch,cnn_none,
+// resnet20}.safetensors): names, train-mode logits, loss, every gradient,
+// BatchNorm buffers, three SGD steps, eval-mode logits.
+//
+// The fixtures set every float tensor of the state from a closed-form formula
+// (tests/fixtures/README.md, "Formula init"), which formula_state() below
+// reproduces bit for bit, so neither side needs the other's random numbers.
+#include <cmath>
+#include <set>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "layers/loss.h"
+#include "layers/models.h"
+#include "optim/sgd.h"
+#include "test_helpers.h"
+
+using namespace minnow;
+using minnow::testing::check_close;
+
+namespace {
+
+// Element i of the k-th float tensor of the state (see the fixtures' README).
+double formula_s(int64_t i, int64_t k) {
+    const double m = static_cast<double>(i * i % 1000003);
+    return std::sin(0.5 * static_cast<double>(i) + 1.3 * static_cast<double>(k) + 0.1 + 1e-3 * m);
+}
+
+void set_formula_state(Module& model) {
+    int64_t k = 0;
+    for (auto& e : model.state_dict()) {
+        Tensor t = e.tensor;
+        if (e.dtype == DType::I64) {  // num_batches_tracked
+            fill_(t, 0.f);
+            continue;
+        }
+        const std::string& n = e.name;
+        auto ends = [&](const std::string& s) { return n.size() >= s.size() && n.compare(n.size() - s.size(), s.size(), s) == 0; };
+        for (int64_t i = 0; i < t.numel(); ++i) {
+            const double s = formula_s(i, k);
+            double v;
+            if (ends("running_var")) v = 1.0 + 0.5 * s * s;
+            else if (ends("running_mean") || ends("bias")) v = 0.1 * s;
+            else if (t.dim() == 1) v = 1.0 + 0.1 * s;  // a norm layer's weight
+            else v = s / std::sqrt(static_cast<double>(t.numel() / t.size(0)));  // conv/linear: 1/sqrt(fan_in)
+            t.data()[i] = static_cast<float>(v);
+        }
+        ++k;
+    }
+}
+
+Tensor formula_input(int64_t n) {
+    Tensor x = Tensor::empty({n, 3, 32, 32});
+    for (int64_t i = 0; i < x.numel(); ++i)
+        x.data()[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i) + 1e-3 * static_cast<double>(i * i % 1000003)));
+    return x;
+}
+
+// A stored tensor, its summary (sum, sum of squares, sum of |v|) and 64 samples.
+void check_stored(const SafetensorsFile& f, const std::string& full, const std::string& sum_name,
+                  const std::string& sample_name, const Tensor& got, double rtol, double atol) {
+    if (const TensorEntry* e = f.find(full)) {
+        check_close(got, e->tensor, rtol, atol, full);
+        return;
+    }
+    const Tensor& summary = f.get(sum_name);
+    const Tensor& samples = f.get(sample_name);
+    double s = 0, s2 = 0, sa = 0;
+    for (int64_t i = 0; i < got.numel(); ++i) {
+        s += got.data()[i];
+        s2 += static_cast<double>(got.data()[i]) * got.data()[i];
+        sa += std::fabs(got.data()[i]);
+    }
+    const double scale = sa / std::max<int64_t>(got.numel(), 1);  // typical magnitude
+    CHECK_MESSAGE(std::fabs(s - summary.data()[0]) <= atol * got.numel() + 1e-3 * sa + 10 * scale,
+                  sum_name << " sum " << s << " vs " << summary.data()[0]);
+    CHECK_MESSAGE(std::fabs(s2 - summary.data()[1]) <= rtol * 10 * summary.data()[1] + 1e-12,
+                  sum_name << " sum of squares " << s2 << " vs " << summary.data()[1]);
+    CHECK_MESSAGE(std::fabs(sa - summary.data()[2]) <= rtol * 10 * summary.data()[2] + 1e-12,
+                  sum_name << " sum of |v| " << sa << " vs " << summary.data()[2]);
+    Tensor picked = Tensor::empty({64});
+    for (int64_t j = 0; j < 64; ++j) picked.data()[j] = got.data()[j * got.numel() / 64];
+    check_close(picked, samples, rtol, atol, sample_name);
+}
+
+void check_against_pytorch(const std::string& fixture, const std::string& model_name, const std::string& norm) {
+    SafetensorsFile f = load_safetensors(minnow::testing::source_path("tests/fixtures/" + fixture));
+    const Tensor& x0 = f.get("x");
+    check_close(formula_input(x0.size(0)), x0, 0, 0, "x (formula)");
+    const Tensor& labels = f.get("labels");
+
+    auto model = make_model(model_name, norm);
+    set_formula_state(*model);
+    // Every name PyTorch has, and no other.
+    std::set<std::string> ours, theirs;
+    for (const auto& e : model->state_dict()) ours.insert(e.name);
+    for (const auto& e : f.tensors)
+        for (const std::string p : {"after3.", "after3sum."})
+            if (e.name.rfind(p, 0) == 0) theirs.insert(e.name.substr(p.size()));
+    CHECK(ours == theirs);
+
+    // train-mode forward, loss, backward
+    model->train();
+    Tensor logits = (*model)(x0);
+    check_close(logits, f.get("logits"), 1e-4, 1e-5, "logits");
+    Tensor loss = cross_entropy(logits, labels);
+    CHECK(loss.item() == doctest::Approx(f.get("losses").data()[0]).epsilon(1e-5));
+    loss.backward();
+    for (const auto& [name, p] : model->named_parameters())
+        check_stored(f, "grad." + name, "gradsum." + name, "gradsample." + name, p.grad(), 1e-3, 1e-5);
+    for (const auto& [name, b] : model->named_buffers())
+        if (const TensorEntry* e = f.find("after1." + name)) check_close(b, e->tensor, 1e-4, 1e-6, "after1." + name);
+
+    // three SGD steps on the same batch (the first used the gradients above)
+    SGDOptions o(0.1);
+    o.momentum = 0.9;
+    o.weight_decay = 5e-4;
+    SGD opt(model->named_parameters(), o);
+    opt.step();
+    for (int step = 1; step < 3; ++step) {
+        opt.zero_grad();
+        Tensor l = cross_entropy((*model)(x0), labels);
+        CHECK(l.item() == doctest::Approx(f.get("losses").data()[step]).epsilon(1e-3));
+        l.backward();
+        opt.step();
+    }
+    for (const auto& e : model->state_dict())
+        check_stored(f, "after3." + e.name, "after3sum." + e.name, "after3sample." + e.name, e.tensor, 2e-3, 1e-5);
+
+    // eval mode on a fresh copy of the formula state
+    auto fresh = make_model(model_name, norm);
+    set_formula_state(*fresh);
+    fresh->eval();
+    NoGradGuard ng;
+    check_close((*fresh)(x0), f.get("eval_logits"), 1e-4, 1e-5, "eval_logits");
+}
+
+}  // namespace
+
+TEST_CASE("models: cnn with BatchNorm matches PyTorch (logits, grads, buffers, 3 SGD steps, eval)") {
+    check_against_pytorch("cnn_batch.safetensors", "cnn", "batch");
+}
+
+TEST_CASE("models: cnn without normalisation matches PyTorch") {
+    check_against_pytorch("cnn_none.safetensors", "cnn", "none");
+}
+
+TEST_CASE("models: resnet20 matches PyTorch") { check_against_pytorch("resnet20.safetensors", "resnet20", "batch"); }
+
+TEST_CASE("models: names and errors") {
+    CHECK_THROWS_AS(make_model("vgg"), Error);
+    CHECK_THROWS_AS(make_model("cnn", "weird"), Error);
+    auto cnn = make_model("cnn", "none");
+    for (const auto& e : cnn->state_dict()) CHECK(e.name.find("running") == std::string::npos);
+    // cnn takes other image sizes thanks to its global pooling
+    NoGradGuard ng;
+    cnn->eval();
+    CHECK((*cnn)(Tensor::zeros({1, 3, 48, 40})).shape() == Shape{1, 10});
+}
