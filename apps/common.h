@@ -1,0 +1,146 @@
+// apps/common.h: what train_cifar, evaluate and bench share: finding the
+// data, evaluating a model on a test set, the training-state checkpoint, and
+// small formatting helpers. Header-only: each app is one .cpp.
+#pragma once
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "core/parallel.h"
+#include "data/cifar10.h"
+#include "data/dataset.h"
+#include "data/loader.h"
+#include "layers/loss.h"
+#include "layers/models.h"
+
+namespace minnow::app {
+
+namespace fs = std::filesystem;
+
+// The recipe of ../shared/reference/models.py (RECIPE).
+inline const std::vector<float> kCifarMean{0.4914f, 0.4822f, 0.4465f};
+inline const std::vector<float> kCifarStd{0.2023f, 0.1994f, 0.2010f};
+
+// Applies MINNOW_NUM_THREADS, then --threads N if given (0: keep the default).
+inline void setup_threads(int threads) {
+    init_threads_from_env();
+    if (threads > 0) set_num_threads(threads);
+}
+
+// --data, or the usual places: ./data/cifar-10-batches-bin (the official
+// download), ../shared/data/cifar10 (image folders), and the same relative
+// to the source tree. Empty if none holds CIFAR-10.
+inline std::string find_cifar10(const std::string& given) {
+    if (!given.empty()) {
+        if (!fs::exists(given)) throw Error("--data " + given + ": no such file or directory");
+        return given;
+    }
+    std::vector<std::string> candidates{"data/cifar-10-batches-bin", "../shared/data/cifar10"};
+#ifdef MINNOW_SOURCE_DIR
+    candidates.push_back(std::string(MINNOW_SOURCE_DIR) + "/data/cifar-10-batches-bin");
+    candidates.push_back(std::string(MINNOW_SOURCE_DIR) + "/../shared/data/cifar10");
+#endif
+    for (const auto& c : candidates)
+        if (fs::exists(fs::path(c) / "test_batch.bin") || fs::exists(fs::path(c) / "test")) return c;
+    throw Error(
+        "CIFAR-10 not found. Looked in ./data/cifar-10-batches-bin and ../shared/data/cifar10.\n"
+        "Get the binary version from https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz,\n"
+        "unpack it into ./data (giving ./data/cifar-10-batches-bin), or pass --data DIR\n"
+        "(a cifar-10-batches-bin folder, or a folder with train/ and test/ image folders).");
+}
+
+// Where decoded image folders are cached: $MINNOW_CACHE, else
+// $XDG_CACHE_HOME/minnow, else ~/.cache/minnow.
+inline std::string default_cache_dir() {
+    if (const char* c = std::getenv("MINNOW_CACHE"); c && *c) return c;
+    if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/minnow";
+    if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/minnow";
+    return "";
+}
+
+// The limit-n images of a split, evenly across the classes (all if limit <= 0).
+inline std::shared_ptr<ImageSet> load_split(const std::string& root, bool train, int64_t limit,
+                                            const std::string& cache_dir) {
+    ImageSet set = load_cifar10(root, train, cache_dir);
+    if (limit > 0 && limit < set.n) set = evenly_across_classes(set, limit);
+    return std::make_shared<ImageSet>(std::move(set));
+}
+
+inline LoaderOptions test_loader_options(int64_t batch_size) {
+    LoaderOptions o;
+    o.batch_size = batch_size;
+    o.shuffle = false;
+    o.mean = kCifarMean;
+    o.std = kCifarStd;
+    return o;
+}
+
+struct EvalResult {
+    double loss = 0, accuracy = 0;  // mean cross-entropy, accuracy in %
+    int64_t n = 0;
+    std::vector<std::vector<int64_t>> confusion;  // [true][predicted]
+    Tensor logits;                                // [n, classes] when asked for
+    Tensor labels;                                // [n]
+};
+
+// Eval mode, no graph; the model's training flag is restored afterwards.
+inline EvalResult evaluate(Module& model, std::shared_ptr<const ImageSet> set, int64_t batch_size,
+                           bool keep_logits = false) {
+    const bool was_training = model.is_training();
+    model.eval();
+    NoGradGuard no_grad;
+    DataLoader loader(set, test_loader_options(batch_size));
+    loader.start_epoch(0);
+    EvalResult r;
+    const int64_t k = set->num_classes();
+    r.confusion.assign(k, std::vector<int64_t>(k, 0));
+    if (keep_logits) {
+        r.logits = Tensor::empty({set->n, k});
+        r.labels = Tensor::empty({set->n});
+    }
+    double loss_sum = 0;
+    int64_t correct = 0;
+    Batch b;
+    while (loader.next(b)) {
+        Tensor logits = model(b.images);
+        loss_sum += cross_entropy(logits, b.labels, 0.f, Reduction::Sum).item();
+        Tensor pred = argmax(logits, 1);
+        const int64_t bs = logits.size(0);
+        for (int64_t i = 0; i < bs; ++i) {
+            const int t = static_cast<int>(b.labels.data()[i]), p = static_cast<int>(pred.data()[i]);
+            correct += t == p;
+            ++r.confusion[t][p];
+        }
+        if (keep_logits) {
+            std::copy(logits.data(), logits.data() + bs * k, r.logits.data() + r.n * k);
+            std::copy(b.labels.data(), b.labels.data() + bs, r.labels.data() + r.n);
+        }
+        r.n += bs;
+    }
+    model.train(was_training);
+    r.loss = r.n ? loss_sum / r.n : 0;
+    r.accuracy = r.n ? 100.0 * correct / r.n : 0;
+    return r;
+}
+
+inline bool stdout_is_terminal() { return isatty(fileno(stdout)) != 0; }
+
+inline std::string format_duration(double seconds) {
+    const long s = std::lround(std::max(0.0, seconds));
+    char buf[32];
+    if (s >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
+    else std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+    return buf;
+}
+
+}  // namespace minnow::app

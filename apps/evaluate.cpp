@@ -1,0 +1,95 @@
+// evaluate: test accuracy and the confusion matrix of a checkpoint.
+//
+//     evaluate --checkpoint results/cnn-batch/checkpoint.safetensors
+//     evaluate --checkpoint model.safetensors --model cnn --norm none --dump-logits logits.safetensors
+//
+// Reads train_cifar checkpoints, --save files and PyTorch state_dicts written
+// as safetensors; --model/--norm are needed only when the file's metadata does
+// not say which network it is.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+
+#include "apps/common.h"
+
+using namespace minnow;
+using namespace minnow::app;
+
+namespace {
+
+struct Options {
+    std::string checkpoint, model, norm, data, dump_logits, cache_dir = default_cache_dir();
+    int64_t test_limit = 0, batch_size = 256;
+    int threads = 0;
+};
+
+int run(const Options& o) {
+    setup_threads(o.threads);
+    SafetensorsFile f = load_safetensors(o.checkpoint);
+    auto from_meta = [&](const std::string& given, const std::string& key) {
+        if (!given.empty()) return given;
+        auto it = f.metadata.find(key);
+        if (it == f.metadata.end())
+            throw Error(o.checkpoint + ": its metadata does not say the " + key + "; pass --" + key);
+        return it->second;
+    };
+    const std::string model_name = from_meta(o.model, "model"), norm = from_meta(o.norm, "norm");
+    auto model = make_model(model_name, norm);
+    std::vector<TensorEntry> model_part;  // a training checkpoint also holds optimizer and schedule state
+    for (const auto& e : f.tensors)
+        if (e.name.rfind("optim.", 0) != 0 && e.name.rfind("lr_scheduler.", 0) != 0) model_part.push_back(e);
+    model->load_state_dict(model_part, true, o.checkpoint);
+
+    const std::string root = find_cifar10(o.data);
+    auto test_set = load_split(root, false, o.test_limit, o.cache_dir);
+    EvalResult r = evaluate(*model, test_set, o.batch_size, !o.dump_logits.empty());
+
+    std::printf("%s (%s, norm %s) on %lld test images of %s\n", o.checkpoint.c_str(), model_name.c_str(),
+                norm.c_str(), static_cast<long long>(r.n), root.c_str());
+    std::printf("test accuracy %.2f%%, mean cross-entropy %.4f\n\n", r.accuracy, r.loss);
+    std::printf("confusion matrix (rows: true class, columns: predicted)\n%12s", "");
+    const auto& names = test_set->class_names;
+    for (size_t j = 0; j < names.size(); ++j) std::printf(" %5.5s", names[j].c_str());
+    std::printf("  accuracy\n");
+    for (size_t i = 0; i < names.size(); ++i) {
+        std::printf("%12s", names[i].c_str());
+        int64_t row = 0;
+        for (size_t j = 0; j < names.size(); ++j) {
+            std::printf(" %5lld", static_cast<long long>(r.confusion[i][j]));
+            row += r.confusion[i][j];
+        }
+        std::printf("  %6.2f%%\n", row ? 100.0 * r.confusion[i][i] / row : 0.0);
+    }
+    if (!o.dump_logits.empty()) {
+        save_safetensors(o.dump_logits, {{"logits", r.logits, DType::F32}, {"labels", r.labels, DType::I64}},
+                         {{"checkpoint", o.checkpoint}, {"model", model_name}, {"norm", norm}});
+        std::printf("\nwrote %s: logits [%lld, %lld], labels [%lld] in the test set's loading order\n",
+                    o.dump_logits.c_str(), static_cast<long long>(r.n),
+                    static_cast<long long>(test_set->num_classes()), static_cast<long long>(r.n));
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options o;
+    CLI::App app{"evaluate: test accuracy and confusion matrix of a checkpoint on CIFAR-10"};
+    app.add_option("--checkpoint", o.checkpoint, "safetensors file (train_cifar checkpoint, --save file or PyTorch state)")
+        ->required();
+    app.add_option("--model", o.model, "cnn or resnet20, when the file's metadata does not say");
+    app.add_option("--norm", o.norm, "the model's normalisation, when the file's metadata does not say");
+    app.add_option("--data", o.data, "cifar-10-batches-bin folder or image folders with train/ and test/");
+    app.add_option("--test-limit", o.test_limit, "use N test images, evenly across the classes");
+    app.add_option("--batch-size", o.batch_size, "evaluation batch size")->capture_default_str();
+    app.add_option("--dump-logits", o.dump_logits, "write logits [N,10] (F32) and labels [N] (I64) here");
+    app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)");
+    app.add_option("--cache-dir", o.cache_dir, "where decoded image folders are cached")->capture_default_str();
+    CLI11_PARSE(app, argc, argv);
+    try {
+        return run(o);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "evaluate: %s\n", e.what());
+        return 1;
+    }
+}
