@@ -32,8 +32,9 @@ plot() {  # plot FILE TITLE YLABEL COLUMN [logscale]
     echo "set terminal pngcairo size 900,560 font 'sans,11'"
     echo "set output '$out/$png'"
     echo "set datafile separator ','"
-    echo "set key top right box opaque"
+    echo "set key outside bottom center horizontal"
     echo "set grid"
+    echo "set xtics 1"
     echo "set title '$title'"
     echo "set xlabel 'epoch'"
     echo "set ylabel '$ylabel'"
@@ -50,4 +51,4 @@ plot() {  # plot FILE TITLE YLABEL COLUMN [logscale]
 
 plot train_loss.png "Training loss" "cross-entropy (mean over the epoch)" train_loss log
 plot test_accuracy.png "Test accuracy" "accuracy (%)" test_acc
-plot grad_norm.png "Global gradient norm" "L2 norm (mean over the epoch's steps)" grad_norm_mean log
+plot grad_norm.png "Global gradient norm" "L2 norm (mean over the steps of an epoch)" grad_norm_mean log
