@@ -70,7 +70,7 @@ TEST_CASE("no-grad scope records nothing") {
     CHECK(std::string(z.grad_fn()->name()) == "MulScalarBackward");
 }
 
-TEST_CASE("detach cuts the graph; tensors without requires_grad record nothing") {
+TEST_CASE("detach cuts the graph, tensors without requires_grad record nothing") {
     Tensor x = T({1, 2}, {2});
     x.requires_grad_();
     Tensor d = mul(x, 2.f).detach();
@@ -90,7 +90,7 @@ TEST_CASE("a graph 100000 nodes deep does not overflow the stack") {
     check_close(x.grad(), T({1}, {1}));
 }
 
-TEST_CASE("non-leaf tensors do not keep grads; only inputs that need grad get one") {
+TEST_CASE("non-leaf tensors do not keep grads, only inputs that need grad get one") {
     Tensor a = T({1, 2}, {2}), b = T({3, 4}, {2});
     a.requires_grad_();
     Tensor h = mul(a, b);

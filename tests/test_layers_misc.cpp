@@ -26,7 +26,7 @@ TEST_CASE("layers: ReLU matches PyTorch (gradient 0 at exactly 0)") {
     CHECK(x.grad().data()[0] == 0.f);  // x[0] is exactly 0
 }
 
-TEST_CASE("layers: Flatten matches PyTorch; Identity passes through") {
+TEST_CASE("layers: Flatten matches PyTorch, Identity passes through") {
     SafetensorsFile f = layer_fixture("flatten");
     Tensor x = leaf(f, "flatten.x");
     Flatten flat;

@@ -33,7 +33,7 @@ TEST_CASE("layers: MaxPool2d gradcheck (overlapping windows, padding, stride 1)"
     CHECK(max_pool2d(neg, 2, 2, 1).to_vector() == std::vector<float>{-5.f, -5.f, -5.f, -5.f});
 }
 
-TEST_CASE("layers: AvgPool2d matches PyTorch; gradcheck") {
+TEST_CASE("layers: AvgPool2d matches PyTorch, gradcheck") {
     SafetensorsFile f = layer_fixture("avgpool2d");
     for (const std::string n : {"rand", "odd"}) {
         CAPTURE(n);
@@ -52,7 +52,7 @@ TEST_CASE("layers: AvgPool2d matches PyTorch; gradcheck") {
     CHECK(avg_pool2d(Tensor::ones({1, 1, 4, 4}), 3, 2, 1).at({0, 0, 0, 0}) == doctest::Approx(4.0 / 9.0));
 }
 
-TEST_CASE("layers: AdaptiveAvgPool2d(1) matches PyTorch; gradcheck") {
+TEST_CASE("layers: AdaptiveAvgPool2d(1) matches PyTorch, gradcheck") {
     SafetensorsFile f = layer_fixture("adaptive_avg_pool2d");
     for (const std::string n : {"sq", "rect"}) {
         CAPTURE(n);

@@ -47,7 +47,7 @@ std::string temp_file(const std::string& name) {
 
 }  // namespace
 
-TEST_CASE("module: dotted names in PyTorch's order; parameters vs buffers") {
+TEST_CASE("module: dotted names in PyTorch's order, parameters vs buffers") {
     Net net;
     std::vector<std::string> names;
     for (const auto& e : net.state_dict()) names.push_back(e.name);
@@ -62,7 +62,7 @@ TEST_CASE("module: dotted names in PyTorch's order; parameters vs buffers") {
     CHECK(net.named_modules()[2].first == "features.0");
 }
 
-TEST_CASE("module: train()/eval() reach every descendant; each module keeps its own flag") {
+TEST_CASE("module: train()/eval() reach every descendant, each module keeps its own flag") {
     Net net;
     net.eval();
     for (auto& [n, m] : net.named_modules()) CHECK_FALSE(m->is_training());

@@ -43,7 +43,7 @@ TEST_CASE("generator state round-trips exactly") {
     CHECK(a == b);
 }
 
-TEST_CASE("reshape is a view; flatten; errors name the shapes") {
+TEST_CASE("reshape is a view, flatten, errors name the shapes") {
     Tensor x = Tensor::arange(6);
     Tensor y = x.reshape({2, -1});
     CHECK(y.shape() == Shape{2, 3});
