@@ -74,6 +74,7 @@ public:
     // Freeze automatically once num_batches_tracked reaches `steps` (a warm-up
     // of that many training batches); std::nullopt turns it off. Because it is
     // decided from num_batches_tracked, it survives a checkpoint round trip.
+    // (freeze_statistics(false) undoes only a freeze made by hand.)
     void freeze_after_steps(std::optional<int64_t> steps);
     bool statistics_frozen() const;
 

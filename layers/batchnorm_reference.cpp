@@ -23,19 +23,20 @@ Tensor batch_norm_reference(const Tensor& x, const Tensor& running_mean, const T
     }
     const int64_t m = x.numel() / C;
 
-    Tensor mean_, invstd;
+    Tensor xc, invstd;  // x - mu and 1 / sqrt(var + eps)
     if (training) {
         if (m <= 1)
             throw Error("batch_norm_reference: expected more than 1 value per channel when training, got "
                         "input of shape " + shape_str(x.shape()));
-        mean_ = mean(x, dims, /*keepdim=*/true);                      // mu
-        Tensor var_ = mean(square(x - mean_), dims, /*keepdim=*/true);  // biased variance
-        invstd = rsqrt(var_ + eps);                                     // 1 / sqrt(var + eps)
+        Tensor mu = mean(x, dims, /*keepdim=*/true);           // mu
+        xc = x - mu;                                           // x - mu
+        Tensor var_ = mean(square(xc), dims, /*keepdim=*/true);  // biased variance
+        invstd = rsqrt(var_ + eps);
         NoGradGuard no_grad;  // the running statistics are not part of the graph
         const float unbias = static_cast<float>(m) / static_cast<float>(m - 1);
         if (running_mean.defined()) {
             Tensor dst = running_mean;
-            copy_(dst, running_mean * (1.f - momentum) + mean_.reshape({C}) * momentum);
+            copy_(dst, running_mean * (1.f - momentum) + mu.reshape({C}) * momentum);
         }
         if (running_var.defined()) {
             Tensor dst = running_var;
@@ -44,10 +45,11 @@ Tensor batch_norm_reference(const Tensor& x, const Tensor& running_mean, const T
     } else {
         if (!running_mean.defined() || !running_var.defined())
             throw Error("batch_norm_reference: eval mode needs running_mean and running_var");
-        mean_ = running_mean.reshape(per_channel);          // constants: no gradient flows into them
+        // constants: no gradient flows into the running statistics
+        xc = x - running_mean.reshape(per_channel);
         invstd = rsqrt(running_var.reshape(per_channel) + eps);
     }
-    Tensor xhat = (x - mean_) * invstd;
+    Tensor xhat = xc * invstd;
     Tensor y = weight.defined() ? xhat * weight.reshape(per_channel) : xhat;  // gamma * xhat
     return bias.defined() ? y + bias.reshape(per_channel) : y;                 // + beta
 }

@@ -7,9 +7,11 @@
 // backwards: no hand-derived formula to trust. tests/test_norm_reference.cpp
 // shows that the two give the same outputs, gradients and running statistics;
 // bench/bench_batchnorm.cpp shows what the hand-derived backward saves: this
-// graph has about ten nodes and keeps several full-size tensors alive until
-// backward (x - mean, xhat, ...), where BatchNorm's one node keeps only x and
-// two [C] vectors.
+// graph has eleven nodes and keeps two full-size tensors alive until backward
+// (x - mu, saved by square and by the multiply with invstd, and xhat, saved by
+// the multiply with gamma), where BatchNorm's one node keeps only x (which the
+// caller holds anyway) and two [C] vectors. It is also much slower: each
+// primitive is its own pass over memory, several with broadcasting.
 #pragma once
 
 #include "layers/batchnorm.h"

@@ -291,7 +291,7 @@ TEST_CASE("norm: BatchNorm freeze_after_steps freezes after a warm-up") {
     CHECK_THROWS_AS(bn.freeze_after_steps(-1), Error);
 }
 
-TEST_CASE("norm: BatchNorm saves only x and per-channel statistics; large tensors run in parallel") {
+TEST_CASE("norm: BatchNorm saves only x and per-channel statistics, large tensors run in parallel") {
     // A larger 2d case exercising the OpenMP path against the reference formulas.
     Generator gen(8);
     const Shape s{8, 16, 16, 16};
