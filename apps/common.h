@@ -133,6 +133,15 @@ inline EvalResult evaluate(Module& model, std::shared_ptr<const ImageSet> set, i
     return r;
 }
 
+// The model's part of a safetensors file: a train_cifar checkpoint also holds
+// the optimizer ("optim.*") and the schedule ("lr_scheduler.*").
+inline std::vector<TensorEntry> model_entries(const SafetensorsFile& f) {
+    std::vector<TensorEntry> out;
+    for (const auto& e : f.tensors)
+        if (e.name.rfind("optim.", 0) != 0 && e.name.rfind("lr_scheduler.", 0) != 0) out.push_back(e);
+    return out;
+}
+
 inline bool stdout_is_terminal() { return isatty(fileno(stdout)) != 0; }
 
 inline std::string format_duration(double seconds) {

@@ -35,10 +35,7 @@ int run(const Options& o) {
     };
     const std::string model_name = from_meta(o.model, "model"), norm = from_meta(o.norm, "norm");
     auto model = make_model(model_name, norm);
-    std::vector<TensorEntry> model_part;  // a training checkpoint also holds optimizer and schedule state
-    for (const auto& e : f.tensors)
-        if (e.name.rfind("optim.", 0) != 0 && e.name.rfind("lr_scheduler.", 0) != 0) model_part.push_back(e);
-    model->load_state_dict(model_part, true, o.checkpoint);
+    model->load_state_dict(model_entries(f), true, o.checkpoint);
 
     const std::string root = find_cifar10(o.data);
     auto test_set = load_split(root, false, o.test_limit, o.cache_dir);

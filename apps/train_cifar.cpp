@@ -86,10 +86,7 @@ Resumed load_checkpoint(const std::string& path, Module& model, Optimizer& opt, 
     if (meta("model") != o.model || meta("norm") != o.norm)
         throw Error(path + ": checkpoint of --model " + meta("model") + " --norm " + meta("norm") +
                     ", but this run is --model " + o.model + " --norm " + o.norm);
-    std::vector<TensorEntry> model_part;
-    for (const auto& e : f.tensors)
-        if (e.name.rfind("optim.", 0) != 0 && e.name.rfind("lr_scheduler.", 0) != 0) model_part.push_back(e);
-    model.load_state_dict(model_part, true, path);
+    model.load_state_dict(model_entries(f), true, path);
     opt.load_state_dict(f, "optim.");
     sched.load_state_dict(f, "lr_scheduler.");
     Generator::State st{};

@@ -3,7 +3,7 @@
 // primitives (layers/batchnorm_reference.h), in time and in memory, with a
 // plain copy of the tensor as the memory-bandwidth floor.
 //
-//   build/bench/minnow_bench_micro --benchmark_filter=BatchNorm
+//   build/bench-micro/minnow_bench_micro --benchmark_filter=BatchNorm
 //
 // What each one times:
 //   BatchNorm2d_Forward            forward only, no graph (inference)
@@ -107,10 +107,13 @@ void BatchNorm2d_FwdBwd(benchmark::State& state) {
     memory_counters(state, bn, in.x, in.dy);
 }
 
-void BatchNorm2d_FwdBwd_Engine(benchmark::State& state) {
+// Forward + backward through Tensor::backward() with x a leaf, for any layer
+// (the hand-derived BatchNorm2d and the autograd-primitives reference alike).
+template <class Layer>
+void FwdBwdThroughEngine(benchmark::State& state) {
     set_num_threads(static_cast<int>(state.range(0)));
     Inputs in;
-    BatchNorm2d bn(64);
+    Layer bn(64);
     for (auto _ : state) {
         Tensor y = bn.forward(in.x);
         y.backward(in.dy);
@@ -120,18 +123,8 @@ void BatchNorm2d_FwdBwd_Engine(benchmark::State& state) {
     memory_counters(state, bn, in.x, in.dy);
 }
 
-void BatchNormReference_FwdBwd(benchmark::State& state) {
-    set_num_threads(static_cast<int>(state.range(0)));
-    Inputs in;
-    BatchNormReference bn(64);
-    for (auto _ : state) {
-        Tensor y = bn.forward(in.x);
-        y.backward(in.dy);
-        in.x.zero_grad();
-        bn.zero_grad();
-    }
-    memory_counters(state, bn, in.x, in.dy);
-}
+void BatchNorm2d_FwdBwd_Engine(benchmark::State& state) { FwdBwdThroughEngine<BatchNorm2d>(state); }
+void BatchNormReference_FwdBwd(benchmark::State& state) { FwdBwdThroughEngine<BatchNormReference>(state); }
 
 void BatchNorm2d_CopyFloor(benchmark::State& state) {
     Tensor src = Tensor::normal(kShape, 0.f, 1.f);
