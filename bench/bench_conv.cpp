@@ -2,7 +2,7 @@
 // RefCNN) at batch 128, forward and forward + backward, on the threads that
 // MINNOW_NUM_THREADS / set_num_threads give (2 on the project's machine):
 //
-//   build/bench/minnow_bench_micro --benchmark_filter=Conv
+//   build/bench-micro/minnow_bench_micro --benchmark_filter=Conv
 //
 //   Conv_Forward/i   conv2d forward only, no graph (inference)
 //   Conv_FwdBwd/i    forward + Conv2dBackward (dx except for layer 0, whose
