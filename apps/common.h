@@ -1,5 +1,5 @@
-// apps/common.h: what train_cifar, evaluate and bench share: finding the
-// data, evaluating a model on a test set, the training-state checkpoint, and
+// apps/common.h: what the apps share: finding the data, evaluating a model on
+// a test set, one training step and the diagnosis of a non-finite one, and
 // small formatting helpers. Header-only: each app is one .cpp.
 #pragma once
 
@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -22,6 +23,8 @@
 #include "data/loader.h"
 #include "layers/loss.h"
 #include "layers/models.h"
+#include "optim/grad_utils.h"
+#include "optim/optimizer.h"
 
 namespace minnow::app {
 
@@ -131,6 +134,69 @@ inline EvalResult evaluate(Module& model, std::shared_ptr<const ImageSet> set, i
     r.loss = r.n ? loss_sum / r.n : 0;
     r.accuracy = r.n ? 100.0 * correct / r.n : 0;
     return r;
+}
+
+// ---------------------------------------------------------------- one step
+struct StepResult {
+    float loss = NAN;        // the batch's mean cross-entropy
+    double grad_norm = NAN;  // global L2 norm of the gradient (NaN if the loss was not finite)
+    int64_t correct = 0;     // images of the batch the model got right (before the step)
+    bool finite() const { return std::isfinite(loss) && std::isfinite(grad_norm); }
+};
+
+// One SGD step of every training app: forward, cross-entropy, backward, the
+// gradient's norm, then (only if loss and gradient are finite) `after_backward`
+// (to look at the gradients) and opt.step(). A non-finite step changes no
+// weight: the caller decides what to do (see diagnose_non_finite).
+inline StepResult train_step(Module& model, Optimizer& opt, const Batch& b, float label_smoothing = 0.f,
+                             const std::function<void()>& after_backward = {}) {
+    opt.zero_grad();
+    Tensor logits = model(b.images);
+    Tensor loss = cross_entropy(logits, b.labels, label_smoothing);
+    StepResult r;
+    r.loss = loss.item();
+    if (!std::isfinite(r.loss)) return r;
+    loss.backward();
+    r.grad_norm = global_grad_norm(model.parameters());
+    if (!r.finite()) return r;
+    if (after_backward) after_backward();
+    opt.step();
+    Tensor pred = argmax(logits, 1);
+    for (int64_t i = 0; i < pred.numel(); ++i) r.correct += pred.data()[i] == b.labels.data()[i];
+    return r;
+}
+
+// ---------------------------------------------------------------- diagnosis
+// Called when the loss or the gradient went non-finite: reruns the batch with
+// a hook on every layer and names the first whose output is not finite, or
+// else the first parameter whose gradient is not.
+inline std::string diagnose_non_finite(Module& model, const Tensor& images, bool loss_finite) {
+    auto finite = [](const Tensor& t) {
+        for (int64_t i = 0; i < t.numel(); ++i)
+            if (!std::isfinite(t.data()[i])) return false;
+        return true;
+    };
+    if (loss_finite) {
+        std::string name;
+        if (!all_finite_grads(model.named_parameters(), &name)) return "the gradient of " + name + " is not finite";
+    }
+    std::string first;
+    for (auto& [name, m] : model.named_modules()) {
+        if (!m->named_children().empty()) continue;  // leaves only: the layers themselves
+        m->register_forward_hook([&first, name = name, &finite](Module& mod, const Tensor& y) {
+            if (first.empty() && !finite(y)) first = name + " (" + mod.type_name() + ")";
+        });
+    }
+    if (!finite(images)) first = "the input batch itself";
+    {
+        NoGradGuard ng;
+        model(images);
+    }
+    for (auto& [name, m] : model.named_modules()) m->clear_forward_hooks();
+    if (!first.empty()) return "the output of " + first + " is the first that is not finite";
+    std::string name;
+    if (!all_finite_grads(model.named_parameters(), &name)) return "the gradient of " + name + " is not finite";
+    return "every layer's output was finite on a rerun: the loss overflowed";
 }
 
 // The model's part of a safetensors file: a train_cifar checkpoint also holds

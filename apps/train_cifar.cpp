@@ -120,39 +120,6 @@ void truncate_log(const std::string& path, int64_t epochs_done, bool has_header)
     for (const auto& l : kept) out << l << "\n";
 }
 
-// ---------------------------------------------------------------- diagnosis
-// Called when the loss or the gradient went non-finite: reruns the batch with
-// a hook on every layer and names the first whose output is not finite, or
-// else the first parameter whose gradient is not.
-std::string diagnose_non_finite(Module& model, const Tensor& images, bool loss_finite) {
-    auto finite = [](const Tensor& t) {
-        for (int64_t i = 0; i < t.numel(); ++i)
-            if (!std::isfinite(t.data()[i])) return false;
-        return true;
-    };
-    if (loss_finite) {
-        std::string name;
-        if (!all_finite_grads(model.named_parameters(), &name)) return "the gradient of " + name + " is not finite";
-    }
-    std::string first;
-    for (auto& [name, m] : model.named_modules()) {
-        if (!m->named_children().empty()) continue;  // leaves only: the layers themselves
-        m->register_forward_hook([&first, name = name, &finite](Module& mod, const Tensor& y) {
-            if (first.empty() && !finite(y)) first = name + " (" + mod.type_name() + ")";
-        });
-    }
-    if (!finite(images)) first = "the input batch itself";
-    {
-        NoGradGuard ng;
-        model(images);
-    }
-    for (auto& [name, m] : model.named_modules()) m->clear_forward_hooks();
-    if (!first.empty()) return "the output of " + first + " is the first that is not finite";
-    std::string name;
-    if (!all_finite_grads(model.named_parameters(), &name)) return "the gradient of " + name + " is not finite";
-    return "every layer's output was finite on a rerun: the loss overflowed";
-}
-
 // ---------------------------------------------------------------- progress
 class Progress {
 public:
@@ -260,7 +227,6 @@ int run(const Options& o) {
                 "test_loss", "test_acc", "|g| mean", "|g| max", "img/s", "time");
 
     const auto params_named = model->named_parameters();
-    const auto params_list = model->parameters();
     int64_t step = state.step;
     bool step_limit_hit = false;
     for (int64_t epoch = state.epochs_done; epoch < o.epochs && !step_limit_hit; ++epoch) {
@@ -275,44 +241,36 @@ int run(const Options& o) {
         Batch b;
         int64_t batch_index = 0;
         while (loader.next(b)) {
-            opt.zero_grad();
-            Tensor logits = (*model)(b.images);
-            Tensor loss = cross_entropy(logits, b.labels, static_cast<float>(o.label_smoothing));
-            const float l = loss.item();
-            double gn = NAN;
-            if (std::isfinite(l)) {
-                loss.backward();
-                gn = global_grad_norm(params_list);
-            }
-            if (!std::isfinite(l) || !std::isfinite(gn)) {
+            std::map<std::string, double> layer_sq;  // this step: squared gradient norm per layer
+            const StepResult r = train_step(*model, opt, b, static_cast<float>(o.label_smoothing), [&] {
+                for (const auto& [name, n] : per_parameter_grad_norms(params_named))
+                    layer_sq[name.substr(0, name.rfind('.'))] += n * n;
+            });
+            if (!r.finite()) {
                 progress.finish();
-                const std::string why = diagnose_non_finite(*model, b.images, std::isfinite(l));
+                const std::string why = diagnose_non_finite(*model, b.images, std::isfinite(r.loss));
                 std::fprintf(stderr,
                              "train_cifar: stopped at step %lld (epoch %lld, batch %lld): the %s is %s; %s.\n"
                              "The last good checkpoint (end of epoch %lld) is left as it was in %s\n",
                              static_cast<long long>(step + 1), static_cast<long long>(epoch + 1),
-                             static_cast<long long>(batch_index + 1), std::isfinite(l) ? "gradient norm" : "loss",
-                             std::isfinite(l) ? std::to_string(gn).c_str() : std::to_string(l).c_str(), why.c_str(),
+                             static_cast<long long>(batch_index + 1),
+                             std::isfinite(r.loss) ? "gradient norm" : "loss",
+                             std::to_string(std::isfinite(r.loss) ? r.grad_norm : r.loss).c_str(), why.c_str(),
                              static_cast<long long>(epoch), ckpt_path.c_str());
                 nlohmann::json j{{"epoch", epoch + 1}, {"diverged_at_step", step + 1}, {"reason", why}};
                 std::ofstream(jsonl_path, std::ios::app) << j.dump() << "\n";
                 return 3;
             }
-            std::map<std::string, double> layer_sq;  // this step: squared gradient norm per layer
-            for (const auto& [name, n] : per_parameter_grad_norms(params_named))
-                layer_sq[name.substr(0, name.rfind('.'))] += n * n;
             for (const auto& [layer, sq] : layer_sq) layer_gn_sum[layer] += std::sqrt(sq);
-            opt.step();
             ++step;
             ++steps_this_epoch;
             ++batch_index;
             const int64_t bs = b.labels.numel();
-            loss_sum += static_cast<double>(l) * bs;
+            loss_sum += static_cast<double>(r.loss) * bs;
             seen += bs;
-            Tensor pred = argmax(logits, 1);
-            for (int64_t i = 0; i < bs; ++i) correct += pred.data()[i] == b.labels.data()[i];
-            gn_sum += gn;
-            gn_max = std::max(gn_max, gn);
+            correct += r.correct;
+            gn_sum += r.grad_norm;
+            gn_max = std::max(gn_max, r.grad_norm);
             progress.update(batch_index, loss_sum / seen, seen);
             if (o.steps > 0 && step >= o.steps) {
                 step_limit_hit = true;

@@ -322,8 +322,7 @@ BatchNorm::BatchNorm(std::string type_name, std::vector<int64_t> accepted_dims, 
     if (num_features < 1)
         throw Error(type_name_ + ": num_features must be positive, got " + std::to_string(num_features));
     if (!(eps >= 0.f)) throw Error(type_name_ + ": eps must be >= 0, got " + std::to_string(eps));
-    if (momentum && !(*momentum >= 0.f && *momentum <= 1.f))
-        throw Error(type_name_ + ": momentum must be in [0, 1] (or none), got " + std::to_string(*momentum));
+    set_momentum(momentum);
     if (affine) {
         weight = register_parameter("weight", Tensor::ones({num_features}));
         bias = register_parameter("bias", Tensor::zeros({num_features}));
@@ -348,6 +347,12 @@ std::string BatchNorm::extra_repr() const {
                   static_cast<long long>(num_features_), static_cast<double>(eps_), mom.c_str(),
                   affine_ ? "True" : "False", track_running_stats_ ? "True" : "False");
     return buf;
+}
+
+void BatchNorm::set_momentum(std::optional<float> momentum) {
+    if (momentum && !(*momentum >= 0.f && *momentum <= 1.f))
+        throw Error(type_name_ + ": momentum must be in [0, 1] (or none), got " + std::to_string(*momentum));
+    momentum_ = momentum;
 }
 
 void BatchNorm::freeze_statistics(bool on) {

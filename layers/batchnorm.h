@@ -81,6 +81,11 @@ public:
     int64_t num_features() const { return num_features_; }
     float eps() const { return eps_; }
     std::optional<float> momentum() const { return momentum_; }
+    // Changes the weight of each new batch in the running statistics from the
+    // next batch on (std::nullopt: cumulative average), as assigning
+    // `bn.momentum` does in PyTorch.
+    // Outside [0, 1] is an Error, as in the constructor.
+    void set_momentum(std::optional<float> momentum);
     bool affine() const { return affine_; }
     bool track_running_stats() const { return track_running_stats_; }
 

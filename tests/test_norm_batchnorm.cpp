@@ -181,6 +181,20 @@ TEST_CASE("norm: BatchNorm momentum conventions and the unbiased running varianc
     CHECK(ye.item() == doctest::Approx((5 - rm) / std::sqrt(rv + 1e-5)).epsilon(1e-5));
 }
 
+TEST_CASE("norm: BatchNorm set_momentum changes the weight of the next batches") {
+    // As assigning bn.momentum in PyTorch: the batches already folded in stay.
+    BatchNorm1d bn(1);
+    bn.forward(T({1, 2, 3, 6}, {4, 1}));  // mean 3: running_mean 0.3
+    bn.set_momentum(0.5f);
+    CHECK(bn.momentum() == 0.5f);
+    bn.forward(T({0, 2}, {2, 1}));  // mean 1
+    CHECK(bn.running_mean.item() == doctest::Approx(0.5 * 0.3 + 0.5 * 1));
+    bn.set_momentum(std::nullopt);  // cumulative average from now on: factor 1 / num_batches_tracked
+    bn.forward(T({4, 8}, {2, 1}));  // mean 6, third batch
+    CHECK(bn.running_mean.item() == doctest::Approx(0.65 + (6 - 0.65) / 3));
+    CHECK_THROWS_WITH_AS(bn.set_momentum(1.5f), doctest::Contains("momentum must be in [0, 1]"), Error);
+}
+
 TEST_CASE("norm: BatchNorm without running statistics uses batch statistics in eval mode too") {
     Generator gen(3);
     Tensor x = channel_input({4, 3, 2, 2}, gen, false);
