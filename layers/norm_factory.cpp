@@ -3,12 +3,13 @@
 #include "layers/batchnorm.h"
 #include "layers/batchrenorm.h"
 #include "layers/flatten.h"  // Identity
+#include "layers/gated_batchnorm.h"
 #include "layers/groupnorm.h"
 
 namespace minnow {
 
 const std::vector<std::string>& norm2d_kinds() {
-    static const std::vector<std::string> kinds{"batch", "none", "renorm", "group", "layer"};
+    static const std::vector<std::string> kinds{"batch", "none", "renorm", "group", "layer", "gated"};
     return kinds;
 }
 
@@ -28,6 +29,7 @@ std::shared_ptr<Module> make_norm2d(const std::string& kind, int64_t channels) {
     if (kind == "renorm") return std::make_shared<BatchRenorm2d>(channels);
     if (kind == "group") return std::make_shared<GroupNorm>(group_count(channels), channels);
     if (kind == "layer") return std::make_shared<GroupNorm>(1, channels);
+    if (kind == "gated") return std::make_shared<GatedBatchNorm2d>(channels);
     std::string valid;
     for (const auto& k : norm2d_kinds()) valid += (valid.empty() ? "" : ", ") + k;
     throw Error("make_norm2d: unknown norm kind '" + kind + "' (valid: " + valid + ")");

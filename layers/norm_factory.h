@@ -15,6 +15,10 @@
 //             with a per-CHANNEL affine instead of nn.LayerNorm's per-element
 //             one; so it does not depend on the spatial size (the reference
 //             CNN takes any image size) and has 2C parameters, like the others.
+//   "gated"   GatedBatchNorm2d(C) (layers/gated_batchnorm.h): BatchNorm with a
+//             learned per-channel gate between batch and running statistics,
+//             initial gate logit 4 (g = 0.982: nearly BatchNorm at the start); 3C
+//             parameters
 //
 // An unknown kind is an Error listing the valid ones.
 #pragma once
