@@ -25,9 +25,10 @@
 // keeps its im2col buffer in its own cache. On this project's 2-core machine
 // this beat one multi-threaded GEMM per image by far (OpenBLAS's threads
 // synchronise on every call, which collapses when the cores are shared) and,
-// as a colleague measured, a batch-folded GEMM by up to 15%. With fewer images than threads, or
-// too little work, the images are done one after another and OpenBLAS may
-// thread each GEMM instead.
+// as a colleague measured, a batch-folded GEMM by up to 15%. With fewer images
+// than threads (inference at batch 1), each image's GEMMs are split over the
+// threads instead ("one image, every thread" below). With too little work,
+// the images are done one after another and OpenBLAS may thread each GEMM.
 //
 // ---------------------------------------------------------------- chunks
 // How many columns one GEMM gets is a matter of cache sizes:
@@ -97,6 +98,23 @@ bool parallel_over_images(const ConvGeometry& g) {
     return threads > 1 && g.N >= threads && g.N * flops_per_image > (int64_t{1} << 22);
 }
 
+// Fewer images than threads (inference at batch 1): each image's convolution
+// is split over all the threads instead (see "one image, every thread" below).
+// Below kSplitMinFlops per image the parallel region costs more than it saves.
+constexpr int64_t kSplitMinFlops = int64_t{1} << 21;
+bool split_each_image(const ConvGeometry& g) {
+    const int threads = omp_get_max_threads();
+    return threads > 1 && g.N < threads && 2 * g.O * g.K() * g.P() > kSplitMinFlops;
+}
+
+// Part t of `parts` near-equal parts of [0, n), cut at multiples of `align`:
+// its range [*begin, *end) (empty when there is not enough to go round).
+void share(int64_t n, int parts, int t, int64_t align, int64_t* begin, int64_t* end) {
+    const int64_t units = (n + align - 1) / align;
+    *begin = std::min(n, units * t / parts * align);
+    *end = std::min(n, units * (t + 1) / parts * align);
+}
+
 // `threads` buffers of at least `floats` floats each, kept per calling thread
 // and per `slot` (0: col buffers, 1: per-thread partial dW and db, 2: the
 // output or gradient of a group of images, [O, G*P]).
@@ -151,8 +169,12 @@ void im2col_same_row(const float* plane, const ConvGeometry& g, int64_t i, int64
 //   col[(c*kh + i)*kw + j][(oh - oh0)*Wo + ow] = x[c, oh*s - p + i, ow*s - p + j]   (0 in the padding)
 // col is [K, (oh1 - oh0) * Wo] with rows `ld` floats apart: ld = (oh1 - oh0) * Wo
 // for one image alone, more when images sit side by side in one col.
-void im2col(const float* x, const ConvGeometry& g, int64_t oh0, int64_t oh1, float* col, int64_t ld) {
-    for (int64_t c = 0; c < g.C; ++c)
+// Only the rows of channels c0 <= c < c1 are written (all of them by default):
+// threads that share one col each fill their own channels' rows.
+void im2col(const float* x, const ConvGeometry& g, int64_t oh0, int64_t oh1, float* col, int64_t ld,
+            int64_t c0 = 0, int64_t c1 = -1) {
+    if (c1 < 0) c1 = g.C;
+    for (int64_t c = c0; c < c1; ++c)
         for (int64_t i = 0; i < g.kh; ++i)
             for (int64_t j = 0; j < g.kw; ++j) {
                 float* row = col + ((c * g.kh + i) * g.kw + j) * ld;
@@ -202,8 +224,12 @@ void col2im_same_row(float* row, const ConvGeometry& g, int64_t i, int64_t j, in
 // `ld` floats apart), and is used as scratch (col2im_same_row zeroes its
 // padding entries).
 //   dx[c, ih, iw] += col[(c*kh + i)*kw + j][(oh - oh0)*Wo + ow]  for oh*s - p + i = ih, ow*s - p + j = iw
-void col2im(float* col, const ConvGeometry& g, int64_t oh0, int64_t oh1, float* dx, int64_t ld) {
-    for (int64_t c = 0; c < g.C; ++c)
+// Only channels c0 <= c < c1 (all by default): the rows of channel c add into
+// plane c of dx alone, so threads given disjoint channels never write the same pixel.
+void col2im(float* col, const ConvGeometry& g, int64_t oh0, int64_t oh1, float* dx, int64_t ld, int64_t c0 = 0,
+            int64_t c1 = -1) {
+    if (c1 < 0) c1 = g.C;
+    for (int64_t c = c0; c < c1; ++c)
         for (int64_t i = 0; i < g.kh; ++i)
             for (int64_t j = 0; j < g.kw; ++j) {
                 float* row = col + ((c * g.kh + i) * g.kw + j) * ld;
@@ -228,6 +254,142 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* A, int
           int64_t ldb, float beta, float* C, int64_t ldc) {
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, 1.f, A,
                 lda, B, ldb, beta, C, ldc);
+}
+
+// ---------------------------------------------------------------- one image, every thread
+// With fewer images than threads there is no batch to split, so the images go
+// one after another and each one's GEMMs are split over the threads, every
+// thread calling a single-threaded GEMM on its block. (Letting OpenBLAS
+// thread each GEMM was slower than one thread alone in every measurement on
+// this project's 2-core machine: the reference CNN at batch 1 took 11.8 ms a
+// forward with 2 threads that way, 4-5 ms with one, about 2 ms split as here.)
+// Two ways to cut Y_n [O, P]:
+// * By columns: thread t takes a band of output rows (a block of Y_n's
+//   columns), im2cols only that band into its own col and runs its GEMM on it:
+//       Y_n[:, band] = W col_band + b
+//   The threads never wait for each other inside an image. Used while each
+//   band keeps at least kSplitMinCols columns, below which the GEMM slows down.
+// * By rows (output channels), for small images (8x8: P = 64): the threads
+//   fill one shared col_n (each the rows of its own input channels), wait for
+//   each other once, then each computes a block of output channels:
+//       Y_n[o0:o1, :] = W[o0:o1, :] col_n + b[o0:o1]
+//   Blocks are cut at multiples of 16 rows, the width of OpenBLAS's kernel.
+// The backward cuts by rows both ways: dW[o0:o1, :] = G[o0:o1, :] col_n^T
+// (each thread whole rows of dW: no partial sums to add up), and
+// dcol[rows of channels c0..c1] = W[:, those rows]^T G, which col2im turns
+// into planes c0..c1 of dx alone.
+constexpr int64_t kSplitMinCols = 128, kRowAlign = 16;
+
+bool split_by_columns(const ConvGeometry& g, int threads) {
+    return g.Ho >= threads && g.P() / threads >= kSplitMinCols;
+}
+
+void forward_split_each_image(const ConvGeometry& g, const float* X, const float* Wt, const float* b, float* Y) {
+    const int threads = omp_get_max_threads();
+    const int64_t K = g.K(), P = g.P(), O = g.O, CHW = g.C * g.H * g.W, rows = g.band_rows();
+    const bool by_columns = split_by_columns(g, threads);
+    // By columns: a col band per thread. By rows: one col_n that all share.
+    std::vector<float*> col = g.pointwise() ? scratch_buffers(0, 1, 0)
+                              : by_columns  ? scratch_buffers(0, threads, K * rows * g.Wo)
+                                            : scratch_buffers(0, 1, K * P);
+    const float beta = b ? 1.f : 0.f;  // Y starts as b and the GEMM adds W col (as in conv2d below)
+#pragma omp parallel num_threads(threads)
+    {
+        // The team may be smaller than asked (a nested region gets one thread).
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+        for (int64_t n = 0; n < g.N; ++n) {
+            const float* xn = X + n * CHW;
+            float* Yn = Y + n * O * P;
+            if (by_columns) {
+                int64_t r0, r1;  // this thread's output rows
+                share(g.Ho, team, t, 1, &r0, &r1);
+                if (b)
+                    for (int64_t o = 0; o < O; ++o) std::fill(Yn + o * P + r0 * g.Wo, Yn + o * P + r1 * g.Wo, b[o]);
+                for (int64_t oh0 = r0; oh0 < r1; oh0 += rows) {  // in bands that fit the cache
+                    const int64_t oh1 = std::min(r1, oh0 + rows), cols = (oh1 - oh0) * g.Wo;
+                    if (g.pointwise()) {
+                        gemm(false, false, O, cols, K, Wt, K, xn + oh0 * g.Wo, P, beta, Yn + oh0 * g.Wo, P);
+                        continue;
+                    }
+                    im2col(xn, g, oh0, oh1, col[t], cols);
+                    gemm(false, false, O, cols, K, Wt, K, col[t], cols, beta, Yn + oh0 * g.Wo, P);
+                }
+                continue;
+            }
+            const float* col_n = xn;  // x[n] itself for a 1x1 kernel
+            if (!g.pointwise()) {
+                int64_t c0, c1;
+                share(g.C, team, t, 1, &c0, &c1);
+                if (n > 0) {
+#pragma omp barrier
+                }  // the previous image's GEMMs have finished reading col
+                im2col(xn, g, 0, g.Ho, col[0], P, c0, c1);
+#pragma omp barrier
+                col_n = col[0];
+            }
+            int64_t o0, o1;
+            share(O, team, t, kRowAlign, &o0, &o1);
+            if (b)
+                for (int64_t o = o0; o < o1; ++o) std::fill(Yn + o * P, Yn + (o + 1) * P, b[o]);
+            if (o1 > o0) gemm(false, false, o1 - o0, P, K, Wt + o0 * K, K, col_n, P, beta, Yn + o0 * P, P);
+        }
+    }
+}
+
+// dx, dw, db: null where no gradient is wanted. Derivation: see Conv2dBackward.
+void backward_split_each_image(const ConvGeometry& g, const float* X, const float* Wt, const float* dY, float* dx,
+                               float* dw, float* db) {
+    const int threads = omp_get_max_threads();
+    const int64_t K = g.K(), P = g.P(), O = g.O, HW = g.H * g.W, CHW = g.C * HW, kk = g.kh * g.kw;
+    const bool use_col = (dw || dx) && !g.pointwise();
+    float* col = scratch_buffers(0, 1, use_col ? K * P : 0)[0];  // col_n, then dcol_n
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+        int64_t o0, o1, c0, c1;  // this thread's output channels (dW, db) and input channels (dx)
+        share(O, team, t, kRowAlign, &o0, &o1);
+        share(g.C, team, t, 1, &c0, &c1);
+        for (int64_t n = 0; n < g.N; ++n) {
+            const float* xn = X + n * CHW;
+            const float* Gn = dY + n * O * P;
+            const float beta = n == 0 ? 0.f : 1.f;  // dW and db sum over the images
+            if (n > 0 && use_col) {
+#pragma omp barrier
+            }  // the previous image is done with col
+            if (db)  // db[o] (+)= sum_q G_n[o, q]
+                for (int64_t o = o0; o < o1; ++o) {
+                    const float* Gno = Gn + o * P;
+                    float s = 0.f;
+#pragma omp simd reduction(+ : s)
+                    for (int64_t q = 0; q < P; ++q) s += Gno[q];
+                    db[o] = n == 0 ? s : db[o] + s;
+                }
+            if (dw) {  // dW[o0:o1, :] (+)= G_n[o0:o1, :] col_n^T
+                const float* col_n = xn;
+                if (!g.pointwise()) {
+                    im2col(xn, g, 0, g.Ho, col, P, c0, c1);
+#pragma omp barrier
+                    col_n = col;
+                }
+                if (o1 > o0) gemm(false, true, o1 - o0, K, P, Gn + o0 * P, P, col_n, P, beta, dw + o0 * K, K);
+            }
+            if (dx) {  // dcol_n[rows of c0..c1] = W[:, rows of c0..c1]^T G_n, then col2im into planes c0..c1
+                float* dxn = dx + n * CHW;
+                if (g.pointwise()) {  // dx[n] is dcol_n
+                    if (c1 > c0) gemm(true, false, c1 - c0, P, O, Wt + c0, K, Gn, P, 0.f, dxn + c0 * HW, P);
+                    continue;
+                }
+                if (dw) {
+#pragma omp barrier
+                }  // every thread's dW GEMM has finished reading col_n
+                if (c1 > c0) {
+                    gemm(true, false, (c1 - c0) * kk, P, O, Wt + c0 * kk, K, Gn, P, 0.f, col + c0 * kk * P, P);
+                    std::fill(dxn + c0 * HW, dxn + c1 * HW, 0.f);
+                    col2im(col, g, 0, g.Ho, dxn, P, c0, c1);
+                }
+            }
+        }
+    }
 }
 
 }  // namespace
@@ -256,6 +418,11 @@ struct Conv2dBackward : Node {
         const float* X = x.data();
         const float* Wt = weight.data();
         const float* dY = dy.data();
+        if (split_each_image(g)) {
+            backward_split_each_image(g, X, Wt, dY, need_dx ? dx.data() : nullptr, need_dw ? dw.data() : nullptr,
+                                      need_db ? db.data() : nullptr);
+            return {dx, dw, db};
+        }
 
         const bool par = parallel_over_images(g);
         const int threads = par ? omp_get_max_threads() : 1;
@@ -374,14 +541,9 @@ static ConvGeometry conv_geometry(const Tensor& x, const Tensor& weight, const T
     return g;
 }
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride, int64_t padding) {
-    const ConvGeometry g = conv_geometry(x, weight, bias, stride, padding);
+// The batch split over the threads (or done serially): y = conv(x) into Y.
+static void forward_over_images(const ConvGeometry& g, const float* X, const float* Wt, const float* b, float* Y) {
     const int64_t K = g.K(), P = g.P(), O = g.O, CHW = g.C * g.H * g.W;
-    Tensor y = Tensor::empty({g.N, O, g.Ho, g.Wo});
-    const float* X = x.data();
-    const float* Wt = weight.data();
-    const float* b = bias.defined() ? bias.data() : nullptr;
-
     const bool par = parallel_over_images(g);
     const int threads = par ? omp_get_max_threads() : 1;
     const int64_t G = g.images_per_chunk(threads), rows = g.band_rows(), chunks = (g.N + G - 1) / G;
@@ -398,14 +560,14 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
             for (int64_t m = 0; m < gn; ++m)
                 for (int64_t o = 0; o < O; ++o) {
                     const float* src = grp[t] + o * ld + m * P;
-                    float* dst = y.data() + ((n0 + m) * O + o) * P;
+                    float* dst = Y + ((n0 + m) * O + o) * P;
                     const float bo = b ? b[o] : 0.f;
                     for (int64_t q = 0; q < P; ++q) dst[q] = src[q] + bo;
                 }
             continue;
         }
         const float* xn = X + n0 * CHW;  // one image, in bands
-        float* Yn = y.data() + n0 * O * P;
+        float* Yn = Y + n0 * O * P;
         // With a bias, Y_n starts as b in every column and the GEMMs add W col_n
         // to it (beta = 1): the bias costs no extra pass. Without, beta = 0.
         if (b)
@@ -421,6 +583,14 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t
             gemm(false, false, O, cols, K, Wt, K, col[t], cols, beta, Yn + oh0 * g.Wo, P);
         }
     }
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride, int64_t padding) {
+    const ConvGeometry g = conv_geometry(x, weight, bias, stride, padding);
+    Tensor y = Tensor::empty({g.N, g.O, g.Ho, g.Wo});
+    const float* b = bias.defined() ? bias.data() : nullptr;
+    if (split_each_image(g)) forward_split_each_image(g, x.data(), weight.data(), b, y.data());
+    else forward_over_images(g, x.data(), weight.data(), b, y.data());
 
     if (!any_requires_grad({x, weight, bias})) return y;
     auto node = std::make_shared<Conv2dBackward>();

@@ -69,6 +69,40 @@ void check_against_naive(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, 
     if (bias) check_close(b.grad(), ref.db, 1e-4, 1e-3, "db");
 }
 
+// Output and gradients of conv2d with `threads` threads against one thread
+// (where the images go one after another and each GEMM is whole).
+void check_against_one_thread(int threads, int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t k,
+                              int64_t s, int64_t p, bool bias) {
+    CAPTURE(threads);
+    CAPTURE(N);
+    CAPTURE(C);
+    CAPTURE(H);
+    CAPTURE(O);
+    CAPTURE(k);
+    CAPTURE(s);
+    Generator g(11);
+    Tensor x = rand_leaf({N, C, H, W}, g), w = rand_leaf({O, C, k, k}, g, -0.2f, 0.2f);
+    Tensor b = bias ? rand_leaf({O}, g) : Tensor();
+    const int64_t Ho = (H + 2 * p - k) / s + 1, Wo = (W + 2 * p - k) / s + 1;
+    Tensor dy = Tensor::uniform({N, O, Ho, Wo}, -1.f, 1.f, &g);
+    auto run = [&](int n_threads) {
+        set_num_threads(n_threads);
+        x.zero_grad(), w.zero_grad();
+        if (bias) b.zero_grad();
+        Tensor y = conv2d(x, w, b, s, p);
+        y.backward(dy);
+        return std::vector<Tensor>{y.detach(), x.grad(), w.grad(), bias ? b.grad() : Tensor()};
+    };
+    const std::vector<Tensor> one = run(1), many = run(threads);
+    check_close(many[0], one[0], 1e-5, 1e-5, "y");
+    check_close(many[1], one[1], 1e-5, 1e-5, "dx");
+    // dW and db sum N*Ho*Wo products (up to 2048 here) of values up to 1 in
+    // another order (one thread: band after band; split: one GEMM per image),
+    // so they agree to float rounding of sums of that size, not to 1e-5.
+    check_close(many[2], one[2], 1e-5, 1e-4, "dw");
+    if (bias) check_close(many[3], one[3], 1e-5, 1e-4, "db");
+}
+
 }  // namespace
 
 TEST_CASE("layers: Conv2d matches PyTorch (output and every gradient)") {
@@ -131,6 +165,37 @@ TEST_CASE("layers: Conv2d against a naive convolution, serial and image-parallel
     // then two bands of 8 rows with stride 2.
     check_against_naive(2, 72, 31, 31, 2, 3, 1, 1, true);
     check_against_naive(2, 256, 32, 31, 2, 3, 2, 1, false);
+    set_num_threads(saved);
+}
+
+TEST_CASE("layers: Conv2d with fewer images than threads splits each image's GEMMs") {
+    const int saved = get_num_threads();
+    // The reference CNN's convs at batch 1: 32x32 and 16x16 images by columns
+    // (bands of output rows, 16 and 8 for each thread), 8x8 images by output
+    // channels (blocks of 128 rows).
+    check_against_one_thread(2, 1, 64, 32, 32, 64, 3, 1, 1, true);
+    check_against_one_thread(2, 1, 64, 16, 16, 128, 3, 1, 1, true);
+    check_against_one_thread(2, 1, 128, 8, 8, 256, 3, 1, 1, true);
+    // Odd sizes: 31 output rows (15 + 16), 40 and 80 output channels (blocks
+    // cut at multiples of 16: 16 + 24, 32 + 48), stride 2, no bias, 1x1
+    // kernels (no im2col) both ways. Every case has more than 2^21 flops per
+    // image, enough to be split.
+    check_against_one_thread(2, 1, 16, 31, 31, 32, 3, 1, 1, true);
+    check_against_one_thread(2, 1, 32, 15, 15, 40, 3, 1, 1, true);
+    check_against_one_thread(2, 1, 128, 8, 8, 40, 3, 1, 1, false);
+    check_against_one_thread(2, 1, 32, 31, 31, 24, 3, 2, 1, false);
+    check_against_one_thread(2, 1, 64, 32, 32, 48, 1, 1, 0, true);
+    check_against_one_thread(2, 1, 512, 8, 8, 80, 1, 1, 0, false);
+    check_against_one_thread(2, 1, 512, 16, 16, 96, 1, 2, 0, false);
+    // Three threads, two images: the images in turn, dW and db summed over them;
+    // 3 input channels over 3 threads (one each), and 20 output channels over
+    // 3 threads (none, 16 and 4).
+    check_against_one_thread(3, 2, 3, 32, 32, 96, 3, 1, 1, true);
+    check_against_one_thread(3, 2, 96, 12, 12, 20, 3, 1, 1, true);
+    // And against the definition, at batch 1 with two threads.
+    set_num_threads(2);
+    check_against_naive(1, 32, 16, 16, 32, 3, 1, 1, true);
+    check_against_naive(1, 96, 8, 8, 40, 3, 1, 1, false);
     set_num_threads(saved);
 }
 

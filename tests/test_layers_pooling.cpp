@@ -1,5 +1,7 @@
 // MaxPool2d, AvgPool2d, AdaptiveAvgPool2d: PyTorch parity (including max-pool
 // ties and indices), gradcheck, errors.
+#include <cmath>
+
 #include "core/autograd.h"
 #include "layers/pooling.h"
 #include "test_layers_common.h"
@@ -31,6 +33,52 @@ TEST_CASE("layers: MaxPool2d gradcheck (overlapping windows, padding, stride 1)"
     // padding is -inf: an all-negative input never picks the padding
     Tensor neg = Tensor::full({1, 1, 2, 2}, -5.f);
     CHECK(max_pool2d(neg, 2, 2, 1).to_vector() == std::vector<float>{-5.f, -5.f, -5.f, -5.f});
+}
+
+// The definition, window by window: the first maximum in row-major window
+// order, or the last NaN (a NaN always takes over, as in PyTorch's kernel).
+static MaxPoolResult naive_max_pool(const Tensor& x, int64_t k, int64_t s) {
+    const int64_t planes = x.size(0) * x.size(1), H = x.size(2), W = x.size(3);
+    const int64_t Ho = (H - k) / s + 1, Wo = (W - k) / s + 1;
+    Tensor y = Tensor::empty({x.size(0), x.size(1), Ho, Wo}), idx = Tensor::empty(y.shape());
+    for (int64_t pl = 0; pl < planes; ++pl)
+        for (int64_t oh = 0; oh < Ho; ++oh)
+            for (int64_t ow = 0; ow < Wo; ++ow) {
+                float best = -INFINITY;
+                int64_t at = oh * s * W + ow * s;
+                for (int64_t ih = oh * s; ih < oh * s + k; ++ih)
+                    for (int64_t iw = ow * s; iw < ow * s + k; ++iw) {
+                        const float v = x.data()[pl * H * W + ih * W + iw];
+                        if (v > best || std::isnan(v)) best = v, at = ih * W + iw;
+                    }
+                y.data()[(pl * Ho + oh) * Wo + ow] = best;
+                idx.data()[(pl * Ho + oh) * Wo + ow] = static_cast<float>(at);
+            }
+    return {y, idx};
+}
+
+TEST_CASE("layers: MaxPool2d without padding against the window-by-window definition (ties, NaN, -inf)") {
+    // Values from a few levels, so windows have ties; some NaNs and -infs.
+    Generator g(21);
+    Tensor x = Tensor::uniform({2, 3, 13, 17}, 0.f, 4.f, &g);
+    float* px = x.data();
+    for (int64_t i = 0; i < x.numel(); ++i) px[i] = std::floor(px[i]);
+    for (int64_t i = 5; i < x.numel(); i += 37) px[i] = NAN;
+    for (int64_t i = 11; i < x.numel(); i += 29) px[i] = -INFINITY;
+    for (int64_t i = 200; i < 240; ++i) px[i] = -INFINITY;  // whole windows of -inf
+    const int64_t ks[][2] = {{2, 2}, {3, 2}, {2, 1}, {3, 3}, {1, 1}};
+    for (const auto& ksz : ks) {
+        CAPTURE(ksz[0]);
+        CAPTURE(ksz[1]);
+        MaxPoolResult r = max_pool2d_with_indices(x, ksz[0], ksz[1]);
+        MaxPoolResult ref = naive_max_pool(x, ksz[0], ksz[1]);
+        REQUIRE(r.output.shape() == ref.output.shape());
+        CHECK(r.indices.to_vector() == ref.indices.to_vector());
+        for (int64_t i = 0; i < ref.output.numel(); ++i) {
+            const float a = r.output.data()[i], b = ref.output.data()[i];
+            if (!(a == b || (std::isnan(a) && std::isnan(b)))) FAIL_CHECK("output " << i << ": " << a << " vs " << b);
+        }
+    }
 }
 
 TEST_CASE("layers: AvgPool2d matches PyTorch, gradcheck") {
