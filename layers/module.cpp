@@ -60,6 +60,17 @@ void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
     children_.emplace_back(name, std::move(m));
 }
 
+void Module::replace_child(const std::string& name, std::shared_ptr<Module> m) {
+    if (!m) throw Error(type_name() + ": replacement for child '" + name + "' is null");
+    for (auto& [n, c] : children_)
+        if (n == name) {
+            m->train(training_);
+            c = std::move(m);
+            return;
+        }
+    throw Error(type_name() + ": no child named '" + name + "' to replace");
+}
+
 // ---------------------------------------------------------------- traversal
 void Module::collect(const std::string& prefix, std::vector<TensorEntry>& out, bool params, bool bufs) const {
     if (params)

@@ -58,6 +58,12 @@ public:
     const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& named_children() const { return children_; }
     // Every descendant with its dotted name ("" for this module itself), depth first.
     std::vector<std::pair<std::string, Module*>> named_modules();
+    // Model surgery (folding BatchNorm, swapping in inference layers): puts `m`
+    // in place of the child registered as `name`, keeping its name and place
+    // in the order; `m` takes this module's training flag. An Error if there
+    // is no such child. Handles a model keeps beside the registry (such as
+    // BasicBlock::conv1) are not updated here: layers/model_surgery.h does both.
+    void replace_child(const std::string& name, std::shared_ptr<Module> m);
 
     // ---- modes ----
     void train(bool on = true);
