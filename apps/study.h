@@ -1,0 +1,345 @@
+// apps/study.h: what the BatchNorm study apps (apps/study_*.cpp) share: the
+// flags every study has, a short training run that records its curves and
+// treats divergence as a result, CSV files, gnuplot figures and markdown
+// tables. Header-only, like apps/common.h.
+//
+// A study writes everything into one folder (--out): one CSV per run and per
+// table, PNG figures with the gnuplot script that drew each (so a figure can
+// be restyled without rerunning), and summary.md saying what was run and
+// what it measured.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <chrono>
+#include <deque>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <iomanip>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "apps/common.h"
+#include "core/random.h"
+#include "optim/lr_scheduler.h"
+#include "optim/sgd.h"
+
+namespace minnow::app {
+
+// ---------------------------------------------------------------- flags
+// The data and budget flags of every training study. Studies default to a
+// short budget (the full 20-epoch recipe takes hours per run on two cores);
+// each summary states the budget it ran with.
+struct StudyOptions {
+    std::string data, out, cache_dir = default_cache_dir();
+    int epochs = 4, threads = 0;
+    int64_t train_limit = 10000, test_limit = 2000, batch_size = 128;
+    uint64_t seed = 0;
+};
+
+inline void add_study_flags(CLI::App& app, StudyOptions& o) {
+    app.add_option("--data", o.data, "cifar-10-batches-bin folder or image folders with train/ and test/");
+    app.add_option("--out", o.out, "folder for the CSVs, figures and summary.md")->capture_default_str();
+    app.add_option("--epochs", o.epochs, "epochs per run")->capture_default_str();
+    app.add_option("--batch-size", o.batch_size, "batch size")->capture_default_str();
+    app.add_option("--train-limit", o.train_limit, "training images, evenly across the classes (0: all 50000)")
+        ->capture_default_str();
+    app.add_option("--test-limit", o.test_limit, "test images, evenly across the classes (0: all 10000)")
+        ->capture_default_str();
+    app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)");
+    app.add_option("--seed", o.seed, "seed of initialisation, shuffling and augmentation")->capture_default_str();
+}
+
+// "4 epochs on 10000 of the 50000 training images (1000 per class), tested on 2000 ...".
+inline std::string budget_text(const StudyOptions& o, int64_t train_n, int64_t test_n) {
+    std::ostringstream s;
+    s << o.epochs << " epochs at batch " << o.batch_size << " on " << train_n << " training images";
+    if (train_n < 50000) s << " (" << train_n / 10 << " per class, the same on every run)";
+    s << ", tested on " << test_n << " test images; seed " << o.seed;
+    return s.str();
+}
+
+// ---------------------------------------------------------------- a training run
+// One run of a study: SGD with momentum and weight decay (PyTorch semantics),
+// an optional MultiStepLR, crop+flip augmentation, the CIFAR normalisation.
+struct RunSpec {
+    std::string label;  // names the run in logs and figures
+    std::string model = "cnn", norm = "batch";
+    int epochs = 4;
+    int64_t batch_size = 128;
+    double lr = 0.1, momentum = 0.9, weight_decay = 5e-4;
+    std::vector<int64_t> milestones;  // epochs after which lr *= 0.1 (none: constant lr)
+    bool augment = true, shuffle = true;
+    uint64_t seed = 0;
+    // Called once on the freshly initialised model, before the optimizer is
+    // made: e.g. rescale the initial weights or change BatchNorm's momentum.
+    std::function<void(Module&)> prepare;
+    // Parameter groups with their own lr / weight decay (unset: one group
+    // with every parameter, as torch.optim.SGD(model.parameters())).
+    std::function<std::vector<ParamGroupSpec>(const NamedTensors&)> param_groups;
+};
+
+struct EpochRecord {
+    int epoch = 0;
+    double lr = 0, train_loss = 0, train_acc = 0, test_loss = 0, test_acc = 0;
+    double grad_norm_mean = 0, grad_norm_max = 0, seconds = 0;
+};
+
+struct RunRecord {
+    std::string label;
+    std::vector<EpochRecord> epochs;  // whole epochs completed
+    std::vector<float> step_loss;     // the loss of every step, divergence included
+    int64_t steps = 0;
+    int64_t diverged_at_step = 0;     // 0: it did not
+    std::string diverged_reason;      // which layer went non-finite first
+    std::shared_ptr<Module> model;    // the trained model (as it was when the run stopped)
+    bool diverged() const { return diverged_at_step > 0; }
+    double final_test_acc() const { return epochs.empty() ? 0 : epochs.back().test_acc; }
+};
+
+inline const char* yes_no(bool b) { return b ? "yes" : "no"; }
+
+// Trains `spec` on train_set, testing after each epoch. A non-finite loss or
+// gradient ends the run (recorded, not thrown): for a sweep it is a result.
+// on_epoch (optional) sees each finished epoch and the model, e.g. to
+// evaluate it on a second test set or to record its running statistics.
+inline RunRecord train_run(const RunSpec& spec, std::shared_ptr<const ImageSet> train_set,
+                           std::shared_ptr<const ImageSet> test_set,
+                           const std::function<void(const EpochRecord&, Module&)>& on_epoch = {}) {
+    using Clock = std::chrono::steady_clock;
+    RunRecord rec;
+    rec.label = spec.label;
+    manual_seed(spec.seed);
+    rec.model = make_model(spec.model, spec.norm);
+    Module& model = *rec.model;
+    if (spec.prepare) spec.prepare(model);
+    SGDOptions so(spec.lr);
+    so.momentum = spec.momentum;
+    so.weight_decay = spec.weight_decay;
+    SGD opt(spec.param_groups ? spec.param_groups(model.named_parameters())
+                              : std::vector<ParamGroupSpec>{ParamGroupSpec(model.named_parameters())},
+            so);
+    MultiStepLR sched(opt, spec.milestones, 0.1);
+
+    LoaderOptions lo;
+    lo.batch_size = spec.batch_size;
+    lo.shuffle = spec.shuffle;
+    lo.augment = spec.augment;
+    lo.seed = spec.seed;
+    lo.mean = kCifarMean;
+    lo.std = kCifarStd;
+    DataLoader loader(train_set, lo);
+
+    for (int epoch = 0; epoch < spec.epochs; ++epoch) {
+        model.train();
+        loader.start_epoch(epoch);
+        EpochRecord e;
+        e.epoch = epoch + 1;
+        e.lr = opt.param_groups()[0].lr;
+        double loss_sum = 0, gn_sum = 0;
+        int64_t seen = 0, correct = 0, steps = 0;
+        const auto t0 = Clock::now();
+        Batch b;
+        while (loader.next(b)) {
+            const StepResult r = train_step(model, opt, b);
+            rec.step_loss.push_back(r.loss);
+            ++rec.steps;
+            if (!r.finite()) {
+                rec.diverged_at_step = rec.steps;
+                rec.diverged_reason = diagnose_non_finite(model, b.images, std::isfinite(r.loss));
+                std::printf("  %s: diverged at step %lld (epoch %d): %s\n", spec.label.c_str(),
+                            static_cast<long long>(rec.steps), e.epoch, rec.diverged_reason.c_str());
+                std::fflush(stdout);
+                return rec;
+            }
+            const int64_t bs = b.labels.numel();
+            loss_sum += static_cast<double>(r.loss) * bs;
+            seen += bs;
+            correct += r.correct;
+            gn_sum += r.grad_norm;
+            e.grad_norm_max = std::max(e.grad_norm_max, r.grad_norm);
+            ++steps;
+        }
+        EvalResult ev = evaluate(model, test_set, 256);
+        sched.step();
+        e.train_loss = seen ? loss_sum / seen : 0;
+        e.train_acc = seen ? 100.0 * correct / seen : 0;
+        e.test_loss = ev.loss;
+        e.test_acc = ev.accuracy;
+        e.grad_norm_mean = steps ? gn_sum / steps : 0;
+        e.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+        rec.epochs.push_back(e);
+        std::printf("  %s: epoch %d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  |g| %.3f  %.0f s\n",
+                    spec.label.c_str(), e.epoch, e.train_loss, e.train_acc, e.test_loss, e.test_acc,
+                    e.grad_norm_mean, e.seconds);
+        std::fflush(stdout);
+        if (on_epoch) on_epoch(e, model);
+    }
+    return rec;
+}
+
+// ---------------------------------------------------------------- files
+// Numbers as text: enough digits to plot and compare, no trailing noise.
+inline std::string num(double v, int precision = 6) {
+    if (std::isnan(v)) return "nan";
+    std::ostringstream s;
+    s << std::setprecision(precision) << v;
+    return s.str();
+}
+
+// A CSV file written row by row (the header first). Fields are written as
+// given: callers pass numbers through num() and keep commas out of text.
+class CsvFile {
+public:
+    CsvFile(const std::string& path, const std::vector<std::string>& header) : path_(path), out_(path) {
+        if (!out_) throw Error(path + ": cannot write");
+        row(header);
+    }
+    void row(const std::vector<std::string>& fields) {
+        for (size_t i = 0; i < fields.size(); ++i) out_ << (i ? "," : "") << fields[i];
+        out_ << "\n";
+        out_.flush();
+    }
+    const std::string& path() const { return path_; }
+
+private:
+    std::string path_;
+    std::ofstream out_;
+};
+
+// A run's epochs as a CSV (the columns of train_cifar's metrics.csv that apply).
+inline void write_epochs_csv(const std::string& path, const RunRecord& r) {
+    CsvFile f(path, {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "grad_norm_mean",
+                     "grad_norm_max", "epoch_time_s"});
+    for (const auto& e : r.epochs)
+        f.row({std::to_string(e.epoch), num(e.lr), num(e.train_loss), num(e.train_acc), num(e.test_loss),
+               num(e.test_acc), num(e.grad_norm_mean), num(e.grad_norm_max), num(e.seconds, 4)});
+}
+
+// A run's per-step losses as a CSV: step, loss (non-finite as "nan"), and
+// the running mean over the last `window` finite losses (plots read better).
+inline void write_step_loss_csv(const std::string& path, const RunRecord& r, size_t window = 50) {
+    CsvFile f(path, {"step", "loss", "loss_mean" + std::to_string(window)});
+    std::deque<double> last;
+    double sum = 0;
+    for (size_t i = 0; i < r.step_loss.size(); ++i) {
+        const double l = r.step_loss[i];
+        if (std::isfinite(l)) {
+            last.push_back(l);
+            sum += l;
+            if (last.size() > window) {
+                sum -= last.front();
+                last.pop_front();
+            }
+        }
+        f.row({std::to_string(i + 1), num(l), std::isfinite(l) ? num(sum / last.size()) : "nan"});
+    }
+}
+
+// ---------------------------------------------------------------- figures
+// One line of a figure: columns (by header name) of a CSV file.
+struct Series {
+    std::string csv, x, y, title;
+    std::string style = "linespoints";  // gnuplot's "with ..." ("lines" for long series)
+};
+
+struct Figure {
+    Figure(std::string title_, std::string xlabel_, std::string ylabel_, bool log_y_ = false)
+        : title(std::move(title_)), xlabel(std::move(xlabel_)), ylabel(std::move(ylabel_)), log_y(log_y_) {}
+    std::string title, xlabel, ylabel;
+    bool log_y = false;
+    std::vector<Series> series;
+    std::string extra;  // more gnuplot commands before "plot" (e.g. "set yrange [0:100]")
+};
+
+// The 1-based index of column `name` in the CSV's header, or 0.
+inline int csv_column(const std::string& csv, const std::string& name) {
+    std::ifstream in(csv);
+    std::string header, field;
+    std::getline(in, header);
+    std::istringstream s(header);
+    for (int i = 1; std::getline(s, field, ','); ++i)
+        if (field == name) return i;
+    return 0;
+}
+
+// Draws `fig` into png_path with gnuplot (Debian package gnuplot-nox), and
+// keeps the script next to it (same name, .gp). The script names its files
+// relative to its own folder and runs there, so a results folder can be moved
+// (e.g. into docs/) and re-plotted with `cd FOLDER && gnuplot NAME.gp`.
+// Without gnuplot: a warning, the CSVs are still there. Returns whether the
+// PNG was written. Titles and labels must not contain a single quote.
+inline bool plot(const std::string& png_path, const Figure& fig) {
+    const fs::path png(png_path), dir = png.parent_path().empty() ? fs::path(".") : png.parent_path();
+    const fs::path gp_path = dir / (png.stem().string() + ".gp");
+    {
+        std::ofstream gp(gp_path);
+        gp << "set terminal pngcairo size 900,560 font 'sans,11'\n"
+           << "set output '" << png.filename().string() << "'\n"
+           << "set datafile separator ','\n"
+           << "set datafile missing 'nan'\n"
+           << "set key outside bottom center horizontal\n"
+           << "set grid\n"
+           << "set title '" << fig.title << "'\n"
+           << "set xlabel '" << fig.xlabel << "'\n"
+           << "set ylabel '" << fig.ylabel << "'\n";
+        if (fig.log_y) gp << "set logscale y\n";
+        if (!fig.extra.empty()) gp << fig.extra << "\n";
+        gp << "plot ";
+        for (size_t i = 0; i < fig.series.size(); ++i) {
+            const Series& s = fig.series[i];
+            const int xc = csv_column(s.csv, s.x), yc = csv_column(s.csv, s.y);
+            if (xc == 0 || yc == 0) throw Error(s.csv + ": no column '" + (xc ? s.y : s.x) + "' for " + png_path);
+            gp << (i ? ", \\\n     " : "") << "'" << fs::relative(s.csv, dir).string() << "' using " << xc << ":"
+               << yc << " skip 1 with " << s.style << " lw 2 title '" << s.title << "'";
+        }
+        gp << "\n";
+    }
+    if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+        std::fprintf(stderr, "warning: gnuplot not found (apt-get install gnuplot-nox): %s not drawn\n",
+                     png_path.c_str());
+        return false;
+    }
+    const std::string cmd = "cd '" + dir.string() + "' && gnuplot '" + gp_path.filename().string() + "'";
+    if (std::system(cmd.c_str()) != 0) {
+        std::fprintf(stderr, "warning: gnuplot failed on %s\n", gp_path.c_str());
+        return false;
+    }
+    return true;
+}
+
+// ---------------------------------------------------------------- summaries
+// A markdown table.
+inline std::string md_table(const std::vector<std::string>& header,
+                            const std::vector<std::vector<std::string>>& rows) {
+    std::ostringstream s;
+    auto line = [&](const std::vector<std::string>& cells) {
+        s << "|";
+        for (const auto& c : cells) s << " " << c << " |";
+        s << "\n";
+    };
+    line(header);
+    s << "|";
+    for (size_t i = 0; i < header.size(); ++i) s << "---|";
+    s << "\n";
+    for (const auto& r : rows) line(r);
+    return s.str();
+}
+
+// The command line that ran the study, for its summary (the program as it is
+// built: build/<name>).
+inline std::string command_line(int argc, char** argv) {
+    std::string s = "build/" + fs::path(argv[0]).filename().string();
+    for (int i = 1; i < argc; ++i) s += " " + std::string(argv[i]);
+    return s;
+}
+
+inline void write_text(const std::string& path, const std::string& text) {
+    std::ofstream f(path);
+    if (!f) throw Error(path + ": cannot write");
+    f << text;
+}
+
+}  // namespace minnow::app

@@ -1,0 +1,470 @@
+// study_inference: the inference study (BatchNorm studies, study 6).
+//
+//     study_inference --checkpoint results/cnn-batch/checkpoint.safetensors
+//     study_inference --checkpoint ckpt.safetensors --only latency --iters 200
+//     study_inference --checkpoint ckpt.safetensors --only accuracy --test-limit 2000
+//
+// Three versions of one trained model, in eval mode:
+//   fp32          the model as trained (Conv2d, then BatchNorm2d with running statistics)
+//   fp32-folded   BatchNorm folded into the conv before it (layers/fold_batchnorm.h)
+//   bf16-folded   the folded model with every conv in bfloat16 (layers/conv2d_bf16.h)
+// and for each:
+//   latency      the time of one forward pass of a batch of 1, at 32x32 and
+//                128x128 (random images; the cnn pools globally before its
+//                classifier, so it takes any size): p50 and p90 over --iters passes
+//   throughput   images/second of a batch of 256 at 32x32 (from the median pass)
+//   accuracy     on the CIFAR-10 test set, and how far its logits are from fp32's
+// The timed passes are done in rounds, each version in turn, so that a change
+// of the machine's speed during the run falls on all of them alike.
+//
+// Writes into --out: latency.csv, accuracy.csv, run_info.json (how each part
+// was run) and summary.md, built from whichever of those exist (and from
+// pytorch_latency.csv if bench/pytorch_inference.py wrote one), so the two
+// parts can be run separately: the timings on a quiet machine, the accuracy
+// whenever.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+
+#include "apps/common.h"
+#include "core/gemm_bf16.h"
+#include "core/random.h"
+#include "layers/conv2d_bf16.h"
+#include "layers/fold_batchnorm.h"
+
+using namespace minnow;
+using namespace minnow::app;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Options {
+    std::string checkpoint, out = "results/studies/inference", data, only = "all", cache_dir = default_cache_dir();
+    int threads = 0, iters = 200, throughput_iters = 10, rounds = 5;
+    int64_t test_limit = 0, batch_size = 256;
+    std::string command;  // as typed, for the record
+};
+
+struct Variant {
+    std::string name, description;
+    std::shared_ptr<Module> model;
+};
+
+// The three versions (see the top), each its own model loaded from the file.
+std::vector<Variant> make_variants(const std::string& checkpoint) {
+    SafetensorsFile f = load_safetensors(checkpoint);
+    auto meta = [&](const std::string& key) {
+        auto it = f.metadata.find(key);
+        if (it == f.metadata.end()) throw Error(checkpoint + ": its metadata does not say the " + key);
+        return it->second;
+    };
+    auto load = [&] {
+        auto m = make_model(meta("model"), meta("norm"));
+        m->load_state_dict(model_entries(f), true, checkpoint);
+        m->eval();
+        return m;
+    };
+    std::vector<Variant> v;
+    v.push_back({"fp32", "as trained: Conv2d + BatchNorm2d (running statistics), float32", load()});
+    auto folded = load();
+    const int pairs = fold_batchnorm(*folded);
+    v.push_back({"fp32-folded", std::to_string(pairs) + " BatchNorm2d folded into their convs, float32", folded});
+    auto bf16 = load();
+    fold_batchnorm(*bf16);
+    const int convs = to_bf16_inference(*bf16);
+    v.push_back({"bf16-folded",
+                 "folded, then " + std::to_string(convs) + " convs in bfloat16 (" +
+                     bf16::kernel_name(bf16::best_kernel()) +
+                     " kernel, float32 accumulation) with the ReLU after each done by the conv, and max pooling "
+                     "without the indices a backward would need; the classifier and pooling in float32",
+                 bf16});
+    return v;
+}
+
+// The nearest-rank percentile: the smallest value with at least q of them at or below it.
+double percentile(std::vector<double> v, double q) {
+    std::sort(v.begin(), v.end());
+    const double rank = std::ceil(q * static_cast<double>(v.size()));
+    return v[static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(v.size()))) - 1];
+}
+
+// ---------------------------------------------------------------- latency
+struct Timing {
+    std::string variant, input;
+    int64_t batch = 0;
+    std::vector<double> seconds, cpu_seconds;  // wall-clock, and CPU time of the process (all threads)
+};
+
+double process_cpu_seconds() {
+    timespec t{};
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+void run_latency(const Options& o, std::vector<Variant>& variants) {
+    struct Shape2 {
+        std::string input;
+        int64_t batch, size;
+        int iters;
+    };
+    const std::vector<Shape2> shapes{{"32x32", 1, 32, o.iters}, {"128x128", 1, 128, o.iters},
+                                     {"32x32", 256, 32, o.throughput_iters}};
+    std::vector<Timing> timings;
+    NoGradGuard no_grad;
+    for (const Shape2& s : shapes) {
+        manual_seed(0);
+        Tensor x = Tensor::normal({s.batch, 3, s.size, s.size}, 0.f, 1.f);
+        std::vector<Timing> rows;
+        for (auto& v : variants) rows.push_back({v.name, s.input, s.batch, {}, {}});
+        const int rounds = std::max(1, std::min(o.rounds, s.iters));
+        for (int r = 0; r < rounds; ++r)
+            for (size_t i = 0; i < variants.size(); ++i) {
+                Module& m = *variants[i].model;
+                for (int w = 0; w < 2; ++w) m(x);  // warm the caches and the scratch buffers
+                const int n = s.iters / rounds + (r < s.iters % rounds ? 1 : 0);
+                for (int k = 0; k < n; ++k) {
+                    const double c0 = process_cpu_seconds();
+                    const auto t0 = Clock::now();
+                    m(x);
+                    rows[i].seconds.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
+                    rows[i].cpu_seconds.push_back(process_cpu_seconds() - c0);
+                }
+            }
+        for (auto& row : rows) {
+            std::printf("  %-12s batch %3lld %-8s p50 %8.3f ms  p90 %8.3f ms\n", row.variant.c_str(),
+                        static_cast<long long>(row.batch), row.input.c_str(), percentile(row.seconds, 0.5) * 1e3,
+                        percentile(row.seconds, 0.9) * 1e3);
+            std::fflush(stdout);
+            timings.push_back(std::move(row));
+        }
+    }
+    // latency.csv keeps the rows of other thread counts (one run per count),
+    // and this run's replace any of its own count.
+    const fs::path path = fs::path(o.out) / "latency.csv";
+    std::vector<std::string> kept;
+    {
+        std::ifstream in(path);
+        std::string line;
+        const std::string mine = "," + std::to_string(get_num_threads()) + ",";
+        for (bool header = true; std::getline(in, line); header = false)
+            if (!header && !line.empty()) {
+                // threads is the 4th column: variant,input,batch,threads,...
+                size_t at = 0;
+                for (int comma = 0; comma < 3 && at != std::string::npos; ++comma) at = line.find(',', at + 1);
+                if (at == std::string::npos || line.compare(at, mine.size(), mine) != 0) kept.push_back(line);
+            }
+    }
+    std::ofstream csv(path);
+    csv << "variant,input,batch,threads,passes,p50_ms,p90_ms,mean_ms,img_per_s,cpu_p50_ms\n";
+    for (const auto& line : kept) csv << line << "\n";
+    for (const auto& t : timings) {
+        double mean = 0;
+        for (double s : t.seconds) mean += s / t.seconds.size();
+        const double p50 = percentile(t.seconds, 0.5);
+        char line[256];
+        std::snprintf(line, sizeof line, "%s,%s,%lld,%d,%zu,%.4f,%.4f,%.4f,%.1f,%.4f\n", t.variant.c_str(),
+                      t.input.c_str(), static_cast<long long>(t.batch), get_num_threads(), t.seconds.size(), p50 * 1e3,
+                      percentile(t.seconds, 0.9) * 1e3, mean * 1e3, t.batch / p50, percentile(t.cpu_seconds, 0.5) * 1e3);
+        csv << line;
+    }
+}
+
+// ---------------------------------------------------------------- accuracy
+void run_accuracy(const Options& o, std::vector<Variant>& variants) {
+    const std::string root = find_cifar10(o.data);
+    auto test_set = load_split(root, false, o.test_limit, o.cache_dir);
+    std::ofstream csv(fs::path(o.out) / "accuracy.csv");
+    csv << "variant,images,accuracy_pct,mean_loss,max_abs_logit_diff_vs_fp32,mean_abs_logit_diff_vs_fp32,"
+           "max_abs_logit_fp32,predictions_changed_vs_fp32\n";
+    Tensor fp32_logits;
+    for (auto& v : variants) {
+        const auto t0 = Clock::now();
+        EvalResult r = evaluate(*v.model, test_set, o.batch_size, true);
+        const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+        if (!fp32_logits.defined()) fp32_logits = r.logits;
+        double max_diff = 0, mean_diff = 0, scale = 0;
+        int64_t changed = 0;
+        const int64_t k = r.logits.size(1);
+        for (int64_t i = 0; i < r.n; ++i) {
+            const float* a = r.logits.data() + i * k;
+            const float* b = fp32_logits.data() + i * k;
+            for (int64_t j = 0; j < k; ++j) {
+                const double d = std::fabs(static_cast<double>(a[j]) - b[j]);
+                max_diff = std::max(max_diff, d);
+                mean_diff += d / (r.n * k);
+                scale = std::max(scale, std::fabs(static_cast<double>(b[j])));
+            }
+            changed += std::max_element(a, a + k) - a != std::max_element(b, b + k) - b;
+        }
+        std::printf("  %-12s %lld images: accuracy %.2f%%, max |logit - fp32| %.3g (logit scale %.3g), "
+                    "%lld predictions changed (%.0f s)\n",
+                    v.name.c_str(), static_cast<long long>(r.n), r.accuracy, max_diff, scale,
+                    static_cast<long long>(changed), secs);
+        std::fflush(stdout);
+        char line[256];
+        std::snprintf(line, sizeof line, "%s,%lld,%.2f,%.5f,%.6g,%.6g,%.6g,%lld\n", v.name.c_str(),
+                      static_cast<long long>(r.n), r.accuracy, r.loss, max_diff, mean_diff, scale,
+                      static_cast<long long>(changed));
+        csv << line;
+    }
+}
+
+// ---------------------------------------------------------------- summary
+using Table = std::vector<std::map<std::string, std::string>>;
+
+Table read_csv(const fs::path& path) {
+    Table rows;
+    std::ifstream in(path);
+    std::string line;
+    std::vector<std::string> header;
+    auto split = [](const std::string& s) {
+        std::vector<std::string> out;
+        std::stringstream ss(s);
+        std::string cell;
+        while (std::getline(ss, cell, ',')) out.push_back(cell);
+        return out;
+    };
+    if (!std::getline(in, line)) return rows;
+    header = split(line);
+    while (std::getline(in, line)) {
+        auto cells = split(line);
+        std::map<std::string, std::string> row;
+        for (size_t i = 0; i < header.size() && i < cells.size(); ++i) row[header[i]] = cells[i];
+        rows.push_back(row);
+    }
+    return rows;
+}
+
+std::string cpu_model() {
+    std::ifstream in("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(in, line))
+        if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
+    return "unknown CPU";
+}
+
+std::string now_utc() {
+    char buf[32];
+    const std::time_t t = std::time(nullptr);
+    std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M UTC", std::gmtime(&t));
+    return buf;
+}
+
+// The cell of `rows` for (variant, threads, input, batch), column `col`, or "-".
+std::string cell(const Table& rows, const std::string& variant, const std::string& threads, const std::string& input,
+                 const std::string& batch, const std::string& col) {
+    for (const auto& r : rows)
+        if (r.at("variant") == variant && r.at("threads") == threads && r.at("input") == input &&
+            r.at("batch") == batch && r.count(col))
+            return r.at(col);
+    return "-";
+}
+
+std::string fixed(const std::string& s, int digits) {
+    if (s == "-" || s.empty()) return "-";
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.*f", digits, std::stod(s));
+    return buf;
+}
+
+void write_summary(const Options& o, const nlohmann::json& info, const std::vector<Variant>& variants) {
+    const fs::path out(o.out);
+    const Table latency = read_csv(out / "latency.csv"), accuracy = read_csv(out / "accuracy.csv"),
+                torch = read_csv(out / "pytorch_latency.csv");
+    std::ofstream md(out / "summary.md");
+    md << "# Study 6: inference (BatchNorm folding, bfloat16)\n\n"
+       << "Checkpoint: `" << info.value("checkpoint", o.checkpoint) << "`";
+    if (info.contains("epochs_done")) md << " (after " << info["epochs_done"].get<std::string>() << " epochs)";
+    md << ". Written by `apps/study_inference.cpp`.\n\nVersions of the model, all in eval mode:\n\n";
+    for (const auto& v : variants) md << "- **" << v.name << "**: " << v.description << "\n";
+    md << "\n";
+
+    md << "## Latency and throughput\n\n";
+    if (latency.empty()) {
+        md << "(not measured yet: run with `--only latency`)\n\n";
+    } else {
+        md << "Eval-mode forward pass, no autograd graph, wall-clock time. Batch 1: one pass, median (p50) and "
+              "90th percentile (p90); batch 256: images/second from the median pass. The last column is the CPU "
+              "time of a 128x128 pass (p50, all threads together): with one thread it is the work itself, the "
+              "figure least disturbed by other programs sharing the cores; with two it includes OpenMP's waiting.\n\n";
+        std::vector<std::string> thread_counts;  // as measured, most threads first
+        for (const Table* t : {&latency, &torch})
+            for (const auto& r : *t)
+                if (std::find(thread_counts.begin(), thread_counts.end(), r.at("threads")) == thread_counts.end())
+                    thread_counts.push_back(r.at("threads"));
+        std::sort(thread_counts.begin(), thread_counts.end(),
+                  [](const std::string& a, const std::string& b) { return std::stoi(a) > std::stoi(b); });
+        std::vector<std::string> torch_variants;
+        for (const auto& r : torch)
+            if (std::find(torch_variants.begin(), torch_variants.end(), r.at("variant")) == torch_variants.end())
+                torch_variants.push_back(r.at("variant"));
+        for (const auto& threads : thread_counts) {
+            md << "**" << threads << (threads == "1" ? " thread" : " threads") << "**\n\n"
+               << "| version | batch 1, 32x32 p50 / p90 (ms) | batch 1, 128x128 p50 / p90 (ms) | batch 256, 32x32 "
+                  "(img/s) | 128x128 CPU ms/pass |\n|---|---|---|---|---|\n";
+            auto row = [&](const Table& t, const std::string& name, const std::string& label) {
+                if (cell(t, name, threads, "32x32", "1", "p50_ms") == "-") return;
+                md << "| " << label << " | " << fixed(cell(t, name, threads, "32x32", "1", "p50_ms"), 2) << " / "
+                   << fixed(cell(t, name, threads, "32x32", "1", "p90_ms"), 2) << " | "
+                   << fixed(cell(t, name, threads, "128x128", "1", "p50_ms"), 2) << " / "
+                   << fixed(cell(t, name, threads, "128x128", "1", "p90_ms"), 2) << " | "
+                   << fixed(cell(t, name, threads, "32x32", "256", "img_per_s"), 0) << " | "
+                   << fixed(cell(t, name, threads, "128x128", "1", "cpu_p50_ms"), 2) << " |\n";
+            };
+            for (const auto& v : variants) row(latency, v.name, "minnow " + v.name);
+            for (const auto& t : torch_variants) row(torch, t, t);
+            md << "\n";
+        }
+
+        // The published GPU figure, against the best p50 of the low-precision version.
+        const std::string best_name = variants.back().name;
+        std::string p50 = "-", at_threads, fp32;
+        for (const auto& threads : thread_counts) {
+            const std::string v = cell(latency, best_name, threads, "128x128", "1", "p50_ms");
+            if (v != "-" && (p50 == "-" || std::stod(v) < std::stod(p50))) {
+                p50 = v, at_threads = threads;
+                fp32 = cell(latency, "fp32", threads, "128x128", "1", "p50_ms");
+            }
+        }
+        md << "**Against the published GPU figure** (p50 under 9 ms at 128x128, batch 1): minnow " << best_name
+           << " has p50 " << fixed(p50, 2) << " ms";
+        if (!at_threads.empty()) md << " (" << at_threads << (at_threads == "1" ? " thread" : " threads") << ")";
+        md << " on this CPU, ";
+        if (p50 != "-" && std::stod(p50) < 9.0) md << "under 9 ms: it beats the figure";
+        else md << "not under 9 ms: it does not beat the figure";
+        if (fp32 != "-" && p50 != "-")
+            md << " (" << fixed(std::to_string(std::stod(fp32) / std::stod(p50)), 1) << "x faster than fp32's "
+               << fixed(fp32, 2) << " ms)";
+        md << ".\n\n";
+    }
+
+    md << "## Accuracy on the test set\n\n";
+    if (accuracy.empty()) {
+        md << "(not measured yet: run with `--only accuracy`)\n\n";
+    } else {
+        md << "| version | images | accuracy (%) | mean loss | max \\|logit - fp32\\| | mean \\|logit - fp32\\| | "
+              "predictions changed |\n|---|---|---|---|---|---|---|\n";
+        for (const auto& r : accuracy)
+            md << "| " << r.at("variant") << " | " << r.at("images") << " | " << r.at("accuracy_pct") << " | "
+               << r.at("mean_loss") << " | " << r.at("max_abs_logit_diff_vs_fp32") << " | "
+               << r.at("mean_abs_logit_diff_vs_fp32") << " | " << r.at("predictions_changed_vs_fp32") << " |\n";
+        md << "\nThe largest |logit| of fp32 over the test set is " << accuracy.front().at("max_abs_logit_fp32")
+           << " (the scale the differences compare with).\n\n";
+    }
+
+    md << "## How it was run\n\n";
+    for (const auto& [part, p] : info.items()) {
+        if (!p.is_object() || !p.contains("command")) continue;
+        md << "- " << part << ": `" << p.value("command", "") << "` on " << p.value("when", "") << "; "
+           << p.value("threading", "") << "; " << p.value("cpu", "") << "; bfloat16 kernel "
+           << p.value("bf16_kernel", "") << "; load average at the start " << p.value("load_average_at_start", "?")
+           << ".\n";
+    }
+    const fs::path torch_info = out / "pytorch_info.json";
+    if (fs::exists(torch_info)) {
+        std::ifstream in(torch_info);
+        const nlohmann::json runs = nlohmann::json::parse(in).value("runs", nlohmann::json::object());
+        for (const auto& [threads, t] : runs.items())
+            md << "- PyTorch: `" << t.value("command", "") << "` on " << t.value("when", "") << "; torch "
+               << t.value("torch", "") << ", " << t.value("threads", 0) << " threads; load average at the end "
+               << t.value("load_average", nlohmann::json::array()).dump() << ". " << t.value("note", "") << "\n";
+    }
+    md << "\nMinnow and PyTorch were timed one after the other; the load average above says how busy the "
+          "two cores were with other programs at the time. On a "
+          "shared machine an OpenMP team of two loses much of each pass waiting for a descheduled partner at "
+          "the barriers, and libgomp's default spinning (a waiting thread keeps its core from the partner it "
+          "waits for) makes that many times worse; the two-thread runs therefore use GOMP_SPINCOUNT=1000 for "
+          "minnow and PyTorch alike (both use libgomp, see the commands), and the "
+          "one-thread runs, which need no barrier, are the steadier figures. Even so, repeated runs on such a "
+          "machine differ by much more than the p50/p90 spread of one run, most at two threads: compare "
+          "versions within one run (they are timed in alternating rounds), and minnow with PyTorch only "
+          "loosely. Inputs for timing are random; the accuracy uses the real test images.\n";
+}
+
+int run(const Options& o) {
+    setup_threads(o.threads);
+    fs::create_directories(o.out);
+    std::vector<Variant> variants = make_variants(o.checkpoint);
+
+    const fs::path info_path = fs::path(o.out) / "run_info.json";
+    nlohmann::json info = nlohmann::json::object();
+    if (fs::exists(info_path)) {
+        std::ifstream in(info_path);
+        info = nlohmann::json::parse(in);
+    }
+    info["checkpoint"] = o.checkpoint;
+    {
+        SafetensorsFile f = load_safetensors(o.checkpoint);
+        auto it = f.metadata.find("epochs_done");
+        if (it != f.metadata.end()) info["epochs_done"] = it->second;
+    }
+    double load[3] = {0, 0, 0};
+    getloadavg(load, 3);  // how busy the machine was with other programs
+    char load_text[64];
+    std::snprintf(load_text, sizeof load_text, "%.2f %.2f %.2f", load[0], load[1], load[2]);
+    // The OpenMP waiting policy matters on a shared machine (see the summary).
+    std::string environment;
+    for (const char* name : {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MINNOW_NUM_THREADS"})
+        if (const char* v = std::getenv(name)) environment += std::string(environment.empty() ? "" : " ") + name + "=" + v;
+    const nlohmann::json part{{"command", (environment.empty() ? "" : environment + " ") + o.command},
+                              {"when", now_utc()},
+                              {"load_average_at_start", load_text},
+                              {"threading", threading_info()},
+                              {"cpu", cpu_model()},
+                              {"bf16_kernel", bf16::kernel_name(bf16::best_kernel())}};
+    std::printf("%s\n%s, %s, bfloat16 kernel %s\n", o.checkpoint.c_str(), threading_info().c_str(),
+                cpu_model().c_str(), bf16::kernel_name(bf16::best_kernel()));
+    if (o.only == "all" || o.only == "latency") {
+        std::printf("latency (%d passes at batch 1, %d at batch 256, in %d rounds):\n", o.iters, o.throughput_iters,
+                    o.rounds);
+        run_latency(o, variants);
+        info["latency, " + std::to_string(get_num_threads()) + (get_num_threads() == 1 ? " thread" : " threads")] = part;
+    }
+    if (o.only == "all" || o.only == "accuracy") {
+        std::printf("accuracy:\n");
+        run_accuracy(o, variants);
+        info["accuracy"] = part;
+    }
+    std::ofstream(info_path) << info.dump(2) << "\n";
+    write_summary(o, info, variants);
+    std::printf("wrote %s/{latency.csv, accuracy.csv, run_info.json, summary.md}\n", o.out.c_str());
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Options o;
+    for (int i = 0; i < argc; ++i) o.command += (i ? " " : "") + std::string(i ? argv[i] : "study_inference");
+    CLI::App app{"study_inference: eval latency, throughput and accuracy of fp32, BatchNorm-folded and bfloat16 "
+                 "versions of a trained model"};
+    app.add_option("--checkpoint", o.checkpoint, "trained model (train_cifar checkpoint or --save file)")->required();
+    app.add_option("--out", o.out, "output folder")->capture_default_str();
+    app.add_option("--only", o.only, "which part: all, latency or accuracy")
+        ->check(CLI::IsMember({"all", "latency", "accuracy"}))
+        ->capture_default_str();
+    app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)");
+    app.add_option("--iters", o.iters, "timed passes per version at batch 1")->capture_default_str();
+    app.add_option("--throughput-iters", o.throughput_iters, "timed passes per version at batch 256")
+        ->capture_default_str();
+    app.add_option("--rounds", o.rounds, "the timed passes are split into this many rounds over the versions")
+        ->capture_default_str();
+    app.add_option("--data", o.data, "cifar-10-batches-bin folder or image folders with train/ and test/");
+    app.add_option("--test-limit", o.test_limit, "use N test images, evenly across the classes (0: all)")
+        ->capture_default_str();
+    app.add_option("--batch-size", o.batch_size, "evaluation batch size for the accuracy")->capture_default_str();
+    app.add_option("--cache-dir", o.cache_dir, "where decoded image folders are cached")->capture_default_str();
+    CLI11_PARSE(app, argc, argv);
+    try {
+        return run(o);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "study_inference: %s\n", e.what());
+        return 1;
+    }
+}
