@@ -61,6 +61,27 @@ inline std::string budget_text(const StudyOptions& o, int64_t train_n, int64_t t
     return s.str();
 }
 
+// The start of every training study: threads, the output folder (with runs/),
+// the training and test images of the budget, and a first line saying what
+// was loaded.
+struct StudyData {
+    std::shared_ptr<ImageSet> train, test;
+    std::string root;  // where CIFAR-10 was found
+};
+
+inline StudyData start_study(const StudyOptions& o, const std::string& study) {
+    setup_threads(o.threads);
+    fs::create_directories(o.out + "/runs");
+    StudyData d;
+    d.root = find_cifar10(o.data);
+    d.train = load_split(d.root, true, o.train_limit, o.cache_dir);
+    d.test = load_split(d.root, false, o.test_limit, o.cache_dir);
+    std::printf("%s: %s; %s\n", study.c_str(), budget_text(o, d.train->n, d.test->n).c_str(),
+                threading_info().c_str());
+    std::fflush(stdout);
+    return d;
+}
+
 // ---------------------------------------------------------------- a training run
 // One run of a study: SGD with momentum and weight decay (PyTorch semantics),
 // an optional MultiStepLR, crop+flip augmentation, the CIFAR normalisation.

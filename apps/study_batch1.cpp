@@ -13,8 +13,6 @@
 // by default). For the gated BatchNorm it also reports where each layer's
 // gates ended. Writes runs/<norm>-b<batch>.csv, results.csv, gates.csv,
 // test_accuracy.png and summary.md into --out.
-#include <filesystem>
-
 #include "apps/study.h"
 #include "core/ops.h"
 
@@ -64,13 +62,9 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     try {
-        setup_threads(o.threads);
-        std::filesystem::create_directories(o.out + "/runs");
-        const std::string root = find_cifar10(o.data);
-        auto train_set = load_split(root, true, o.train_limit, o.cache_dir);
-        auto test_set = load_split(root, false, o.test_limit, o.cache_dir);
-        std::printf("batch 1: %s; %s\n", budget_text(o, train_set->n, test_set->n).c_str(),
-                    threading_info().c_str());
+        const StudyData data = start_study(o, "batch 1");
+        const auto& train_set = data.train;
+        const auto& test_set = data.test;
 
         CsvFile results(o.out + "/results.csv", {"norm", "acc_default_batch", "acc_batch1", "drop_points",
                                                  "drop_relative_pct", "exceeds_threshold"});

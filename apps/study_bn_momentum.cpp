@@ -20,8 +20,6 @@
 // fast each momentum follows a shift of the input distribution.
 // Writes into --out: runs/momentum-<m>.csv (per epoch), running_stats.csv,
 // adaptation.csv, figures and summary.md.
-#include <filesystem>
-
 #include "apps/study.h"
 #include "layers/batchnorm.h"
 
@@ -127,12 +125,19 @@ void reestimate_statistics(Module& model, std::shared_ptr<const ImageSet> set, i
     LoaderOptions lo = test_loader_options(batch_size);
     lo.shuffle = true;
     lo.seed = seed;
+    if (set->n == 0) throw Error("study_bn_momentum: no images to re-estimate the statistics on");
     DataLoader loader(set, lo);
-    loader.start_epoch(0);
     model.train();
     NoGradGuard ng;
     Batch b;
-    for (int64_t i = 0; i < batches && loader.next(b); ++i) model(b.images);
+    int64_t done = 0;
+    for (int64_t epoch = 0; done < batches; ++epoch) {  // as many passes over the set as it takes
+        loader.start_epoch(epoch);
+        while (done < batches && loader.next(b)) {
+            model(b.images);
+            ++done;
+        }
+    }
     model.eval();
 }
 
@@ -152,18 +157,14 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     try {
-        setup_threads(o.threads);
-        std::filesystem::create_directories(o.out + "/runs");
-        const std::string root = find_cifar10(o.data);
-        auto train_set = load_split(root, true, o.train_limit, o.cache_dir);
-        auto test_set = load_split(root, false, o.test_limit, o.cache_dir);
+        const StudyData data = start_study(o, "bn momentum");
+        const auto& train_set = data.train;
+        const auto& test_set = data.test;
         auto swapped_test = std::make_shared<const ImageSet>(labels_swapped(*test_set));
         auto shifted_test = std::make_shared<const ImageSet>(contrast_shifted(*test_set));
-        auto pop_set = load_split(root, true, pop_images, o.cache_dir);
+        auto pop_set = load_split(data.root, true, pop_images, o.cache_dir);
         // Adaptation uses shifted TRAINING images, disjoint from the test set.
         auto shifted_train = std::make_shared<const ImageSet>(contrast_shifted(*pop_set));
-        std::printf("bn momentum: %s; %s\n", budget_text(o, train_set->n, test_set->n).c_str(),
-                    threading_info().c_str());
 
         CsvFile stats(o.out + "/running_stats.csv", {"momentum", "epoch", "layer", "mean_err", "var_err"});
         CsvFile adapt(o.out + "/adaptation.csv", {"momentum", "batches", "shifted_test_acc", "clean_test_acc"});

@@ -11,8 +11,6 @@
 //   runs/<norm>-lr<lr>-steps.csv   every step's loss and its 50-step running mean
 //   sweep.csv                      one row per run: final/best accuracy, divergence
 //   test_accuracy.png, train_loss.png, step_loss.png, summary.md
-#include <filesystem>
-
 #include "apps/study.h"
 
 using namespace minnow;
@@ -36,12 +34,9 @@ int main(int argc, char** argv) {
     app.add_option("--norms", norms, "normalisations (kinds of make_norm2d)")->delimiter(',')->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     try {
-        setup_threads(o.threads);
-        std::filesystem::create_directories(o.out + "/runs");
-        const std::string root = find_cifar10(o.data);
-        auto train_set = load_split(root, true, o.train_limit, o.cache_dir);
-        auto test_set = load_split(root, false, o.test_limit, o.cache_dir);
-        std::printf("lr sweep: %s; %s\n", budget_text(o, train_set->n, test_set->n).c_str(), threading_info().c_str());
+        const StudyData data = start_study(o, "lr sweep");
+        const auto& train_set = data.train;
+        const auto& test_set = data.test;
 
         CsvFile sweep(o.out + "/sweep.csv", {"norm", "lr", "final_test_acc", "best_test_acc", "final_train_loss",
                                              "epochs_done", "diverged_at_step", "reason"});
