@@ -13,8 +13,11 @@
 #include "layers/fold_batchnorm.h"
 #include "layers/model_surgery.h"
 #include "layers/models.h"
+#include "test_helpers.h"
 
 using namespace minnow;
+using minnow::testing::max_abs;
+using minnow::testing::max_abs_diff;
 
 namespace {
 
@@ -51,19 +54,6 @@ Tensor run(Module& model, const Tensor& x) {
     return model(x);
 }
 
-double max_abs(const Tensor& t) {
-    double m = 0;
-    for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::fabs(static_cast<double>(t.data()[i])));
-    return m;
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-    REQUIRE(a.shape() == b.shape());
-    double m = 0;
-    for (int64_t i = 0; i < a.numel(); ++i)
-        m = std::max(m, std::fabs(static_cast<double>(a.data()[i]) - b.data()[i]));
-    return m;
-}
 
 int count_of(Module& model, const std::string& type) {
     int n = 0;

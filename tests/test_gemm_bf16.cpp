@@ -20,8 +20,11 @@
 #include "layers/fold_batchnorm.h"
 #include "layers/model_surgery.h"
 #include "layers/models.h"
+#include "test_helpers.h"
 
 using namespace minnow;
+using minnow::testing::max_abs;
+using minnow::testing::max_abs_diff;
 namespace bf = minnow::bf16;
 
 namespace {
@@ -216,19 +219,6 @@ private:
     std::shared_ptr<Conv2d> conv_;
 };
 
-double max_abs(const Tensor& t) {
-    double m = 0;
-    for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::fabs(static_cast<double>(t.data()[i])));
-    return m;
-}
-
-double max_abs_diff(const Tensor& a, const Tensor& b) {
-    REQUIRE(a.shape() == b.shape());
-    double m = 0;
-    for (int64_t i = 0; i < a.numel(); ++i)
-        m = std::max(m, std::fabs(static_cast<double>(a.data()[i]) - b.data()[i]));
-    return m;
-}
 
 }  // namespace
 

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -31,6 +32,21 @@ inline void check_close(const Tensor& a, const Tensor& b, double rtol = 1e-5, do
     CHECK_MESSAGE(worst_ratio <= 1.0, what << ": element " << worst << " is " << a.data()[worst]
                                            << ", expected " << b.data()[worst] << " (rtol " << rtol
                                            << ", atol " << atol << ")");
+}
+
+// The largest |t_i| (0 for an empty tensor), and the largest |a_i - b_i|.
+inline double max_abs(const Tensor& t) {
+    double m = 0;
+    for (int64_t i = 0; i < t.numel(); ++i) m = std::max(m, std::fabs(static_cast<double>(t.data()[i])));
+    return m;
+}
+
+inline double max_abs_diff(const Tensor& a, const Tensor& b) {
+    REQUIRE(a.shape() == b.shape());
+    double m = 0;
+    for (int64_t i = 0; i < a.numel(); ++i)
+        m = std::max(m, std::fabs(static_cast<double>(a.data()[i]) - b.data()[i]));
+    return m;
 }
 
 inline Tensor T(const std::vector<float>& v, const Shape& s) { return Tensor::from_vector(v, s); }

@@ -34,12 +34,6 @@ Tensor gated_reference(const Tensor& x, const Tensor& rm, const Tensor& rv, cons
     return xhat * weight.reshape(pc) + bias.reshape(pc);
 }
 
-double max_abs(const Tensor& t) {
-    double m = 0;
-    for (float v : t.to_vector()) m = std::max(m, static_cast<double>(std::fabs(v)));
-    return m;
-}
-
 // Running statistics unlike any batch's, so the gate has something to mix.
 void set_running(BatchNorm& bn, Generator& gen) {
     const int64_t C = bn.num_features();
