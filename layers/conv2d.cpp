@@ -58,6 +58,7 @@
 #include <cstring>
 
 #include "core/autograd.h"
+#include "layers/conv2d_direct.h"
 #include "layers/init.h"
 
 namespace minnow {
@@ -98,6 +99,15 @@ bool parallel_over_images(const ConvGeometry& g) {
     return threads > 1 && g.N >= threads && g.N * flops_per_image > (int64_t{1} << 22);
 }
 
+// The 3x3 "same" convolutions whose output (forward) or input gradient
+// (backward) the direct kernel of conv2d_direct.h computes without im2col.
+bool direct_forward(const ConvGeometry& g) {
+    return g.kh == 3 && g.kw == 3 && g.s == 1 && g.p == 1 && direct3x3_supported(g.O, g.H, g.W);
+}
+bool direct_input_grad(const ConvGeometry& g) {
+    return g.kh == 3 && g.kw == 3 && g.s == 1 && g.p == 1 && direct3x3_supported(g.C, g.H, g.W);
+}
+
 // Fewer images than threads (inference at batch 1): each image's convolution
 // is split over all the threads instead (see "one image, every thread" below).
 // Below kSplitMinFlops per image the parallel region costs more than it saves.
@@ -117,9 +127,10 @@ void share(int64_t n, int parts, int t, int64_t align, int64_t* begin, int64_t* 
 
 // `threads` buffers of at least `floats` floats each, kept per calling thread
 // and per `slot` (0: col buffers, 1: per-thread partial dW and db, 2: the
-// output or gradient of a group of images, [O, G*P]).
+// output or gradient of a group of images, [O, G*P], 3: packed weights and
+// 4: padded images of the direct 3x3 kernel).
 std::vector<float*> scratch_buffers(int slot, int threads, int64_t floats) {
-    thread_local std::vector<Tensor> pool[3];
+    thread_local std::vector<Tensor> pool[5];
     std::vector<Tensor>& bufs = pool[slot];
     if (static_cast<int>(bufs.size()) < threads) bufs.resize(threads);
     std::vector<float*> out(threads);
@@ -426,12 +437,18 @@ struct Conv2dBackward : Node {
 
         const bool par = parallel_over_images(g);
         const int threads = par ? omp_get_max_threads() : 1;
-        const bool need_col = (need_dw || need_dx) && !g.pointwise();
+        // dx and dW by the direct kernels (after the loop below), or by GEMMs in it.
+        const bool direct_dx = need_dx && direct_input_grad(g), gemm_dx = need_dx && !direct_dx;
+        const bool direct_dw = need_dw && direct_forward(g), gemm_dw = need_dw && !direct_dw;
+        const bool need_col = (gemm_dw || gemm_dx) && !g.pointwise();
         const int64_t G = g.images_per_chunk(threads), rows = g.band_rows(), chunks = (g.N + G - 1) / G;
         std::vector<float*> col = scratch_buffers(0, threads, need_col ? K * G * rows * g.Wo : 0);
         // Per-thread partial sums, [O*K] for dW then [O] for db, summed at the end.
         std::vector<float*> part = scratch_buffers(1, threads, O * K + O);
         std::vector<float*> grp = scratch_buffers(2, threads, G > 1 ? O * G * P : 0);
+        std::vector<float*> pad = scratch_buffers(
+            4, threads,
+            direct_dw ? direct3x3_weight_grad_images(g.H, g.W) * direct3x3_scratch_floats(g.C, g.H, g.W) : 0);
 
 #pragma omp parallel num_threads(threads) if (par)
         {
@@ -451,7 +468,7 @@ struct Conv2dBackward : Node {
                             for (int64_t q = 0; q < P; ++q) s += Gno[q];
                             db_t[o] += s;
                         }
-                if (need_dx && !g.pointwise())  // col2im adds into dx
+                if (gemm_dx && !g.pointwise())  // col2im adds into dx
                     std::fill(dx.data() + n0 * CHW, dx.data() + (n0 + gn) * CHW, 0.f);
 
                 if (G > 1) {  // a group: G_grp = [G_n0 | G_n0+1 | ...] as [O, gn*P], col likewise
@@ -460,11 +477,11 @@ struct Conv2dBackward : Node {
                     for (int64_t m = 0; m < gn; ++m)
                         for (int64_t o = 0; o < O; ++o)
                             std::copy(dY + ((n0 + m) * O + o) * P, dY + ((n0 + m) * O + o + 1) * P, Gg + o * ld + m * P);
-                    if (need_dw) {  // dW += G_grp col_grp^T
+                    if (gemm_dw) {  // dW += G_grp col_grp^T
                         for (int64_t m = 0; m < gn; ++m) im2col(X + (n0 + m) * CHW, g, 0, g.Ho, col[t] + m * P, ld);
                         gemm(false, true, O, K, ld, Gg, ld, col[t], ld, 1.f, dw_t, K);
                     }
-                    if (need_dx) {  // dcol_grp = W^T G_grp, then col2im image by image
+                    if (gemm_dx) {  // dcol_grp = W^T G_grp, then col2im image by image
                         gemm(true, false, K, ld, O, Wt, K, Gg, ld, 0.f, col[t], ld);
                         for (int64_t m = 0; m < gn; ++m) col2im(col[t] + m * P, g, 0, g.Ho, dx.data() + (n0 + m) * CHW, ld);
                     }
@@ -474,23 +491,31 @@ struct Conv2dBackward : Node {
                 const int64_t n = n0;  // one image, in bands
                 const float* xn = X + n * CHW;
                 const float* Gn = dY + n * O * P;
-                float* dxn = need_dx ? dx.data() + n * CHW : nullptr;
+                float* dxn = gemm_dx ? dx.data() + n * CHW : nullptr;
                 if (g.pointwise()) {  // col_n = x[n] and dx[n] = dcol_n: no im2col, no col2im
-                    if (need_dw) gemm(false, true, O, K, P, Gn, P, xn, P, 1.f, dw_t, K);
-                    if (need_dx) gemm(true, false, K, P, O, Wt, K, Gn, P, 0.f, dxn, P);
+                    if (gemm_dw) gemm(false, true, O, K, P, Gn, P, xn, P, 1.f, dw_t, K);
+                    if (gemm_dx) gemm(true, false, K, P, O, Wt, K, Gn, P, 0.f, dxn, P);
                     continue;
                 }
                 for (int64_t oh0 = 0; oh0 < g.Ho; oh0 += rows) {
                     const int64_t oh1 = std::min(g.Ho, oh0 + rows), cols = (oh1 - oh0) * g.Wo;
                     const float* Gb = Gn + oh0 * g.Wo;  // the band's columns of G_n, ld P
-                    if (need_dw) {  // dW += G_band col_band^T
+                    if (gemm_dw) {  // dW += G_band col_band^T
                         im2col(xn, g, oh0, oh1, col[t], cols);
                         gemm(false, true, O, K, cols, Gb, P, col[t], cols, 1.f, dw_t, K);
                     }
-                    if (need_dx) {  // dcol_band = W^T G_band (overwrites col_band, used), then col2im
+                    if (gemm_dx) {  // dcol_band = W^T G_band (overwrites col_band, used), then col2im
                         gemm(true, false, K, cols, O, Wt, K, Gb, P, 0.f, col[t], cols);
                         col2im(col[t], g, oh0, oh1, dxn, cols);
                     }
+                }
+            }
+            if (direct_dw) {  // dW += sum_n G_n (x) x_n by the direct kernel, a run of images at a time
+                const int64_t run = direct3x3_weight_grad_images(g.H, g.W), runs = (g.N + run - 1) / run;
+#pragma omp for schedule(static)
+                for (int64_t r = 0; r < runs; ++r) {
+                    const int64_t n0 = r * run, m = std::min(run, g.N - n0);
+                    conv3x3_direct_weight_grad(X + n0 * CHW, dY + n0 * O * P, m, g.C, g.H, g.W, O, dw_t, pad[t]);
                 }
             }
             // Sum the threads' partials in a fixed order (deterministic).
@@ -510,6 +535,15 @@ struct Conv2dBackward : Node {
                     db.data()[o] = s;
                 }
             }
+        }
+        if (direct_dx) {  // dx[n] = conv(G_n, W flipped and transposed): see conv2d_direct.cpp
+            float* packed = scratch_buffers(3, 1, direct3x3_packed_floats(O, g.C))[0];
+            pack3x3_weights(Wt, O, g.C, /*transposed=*/true, packed);
+            pad = scratch_buffers(4, threads, direct3x3_scratch_floats(O, g.H, g.W));
+#pragma omp parallel for num_threads(threads) schedule(static) if (par)
+            for (int64_t n = 0; n < g.N; ++n)
+                conv3x3_direct(dY + n * O * P, O, g.H, g.W, packed, g.C, nullptr, dx.data() + n * CHW,
+                               pad[omp_get_thread_num()]);
         }
         return {dx, dw, db};
     }
@@ -585,11 +619,25 @@ static void forward_over_images(const ConvGeometry& g, const float* X, const flo
     }
 }
 
+// The 3x3 "same" convolutions by the direct kernel, image by image over the threads.
+static void forward_direct(const ConvGeometry& g, const float* X, const float* Wt, const float* b, float* Y) {
+    const bool par = parallel_over_images(g);
+    const int threads = par ? omp_get_max_threads() : 1;
+    float* packed = scratch_buffers(3, 1, direct3x3_packed_floats(g.O, g.C))[0];
+    pack3x3_weights(Wt, g.O, g.C, /*transposed=*/false, packed);
+    std::vector<float*> pad = scratch_buffers(4, threads, direct3x3_scratch_floats(g.C, g.H, g.W));
+#pragma omp parallel for num_threads(threads) schedule(static) if (par)
+    for (int64_t n = 0; n < g.N; ++n)
+        conv3x3_direct(X + n * g.C * g.H * g.W, g.C, g.H, g.W, packed, g.O, b, Y + n * g.O * g.P(),
+                       pad[omp_get_thread_num()]);
+}
+
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int64_t stride, int64_t padding) {
     const ConvGeometry g = conv_geometry(x, weight, bias, stride, padding);
     Tensor y = Tensor::empty({g.N, g.O, g.Ho, g.Wo});
     const float* b = bias.defined() ? bias.data() : nullptr;
     if (split_each_image(g)) forward_split_each_image(g, x.data(), weight.data(), b, y.data());
+    else if (direct_forward(g)) forward_direct(g, x.data(), weight.data(), b, y.data());
     else forward_over_images(g, x.data(), weight.data(), b, y.data());
 
     if (!any_requires_grad({x, weight, bias})) return y;

@@ -1,8 +1,11 @@
 // Conv2d: PyTorch parity (4 cases), gradcheck of every variant, the parallel
 // and 1x1 paths against a naive direct convolution, errors.
+#include <array>
+
 #include "core/autograd.h"
 #include "core/parallel.h"
 #include "layers/conv2d.h"
+#include "layers/conv2d_direct.h"
 #include "test_layers_common.h"
 
 using namespace minnow;
@@ -165,6 +168,55 @@ TEST_CASE("layers: Conv2d against a naive convolution, serial and image-parallel
     // then two bands of 8 rows with stride 2.
     check_against_naive(2, 72, 31, 31, 2, 3, 1, 1, true);
     check_against_naive(2, 256, 32, 31, 2, 3, 2, 1, false);
+    set_num_threads(saved);
+}
+
+TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and against im2col + GEMM") {
+    if (!direct3x3_supported(8, 16, 16)) {
+        MESSAGE("this build has no AVX-512: the direct 3x3 kernels are not used, nothing to test");
+        return;
+    }
+    const int saved = get_num_threads();
+    // Forward, input gradient and weight gradient by the direct kernels
+    // (3x3, stride 1, padding 1, output width a multiple of 16, channels a
+    // multiple of 8): 32x32 in pairs of 16-pixel vectors, a 3x16 image whose
+    // 48 pixels end in a lone vector, a 16x48 image, weight-gradient runs of
+    // 4 images (16x16) with a short last run (6 images), and 3 input channels
+    // (the direct forward and weight gradient, but dx by im2col + GEMM, as 3
+    // is no multiple of 8).
+    for (int threads : {1, 2}) {
+        CAPTURE(threads);
+        set_num_threads(threads);
+        check_against_naive(2, 8, 32, 32, 16, 3, 1, 1, true);
+        check_against_naive(3, 16, 3, 16, 8, 3, 1, 1, false);
+        check_against_naive(2, 8, 16, 48, 24, 3, 1, 1, true);
+        check_against_naive(6, 16, 16, 16, 8, 3, 1, 1, true);
+        check_against_naive(4, 3, 32, 32, 16, 3, 1, 1, true);
+    }
+    // The same convolutions with the direct kernels switched off agree to float rounding.
+    set_num_threads(2);
+    Generator g(3);
+    for (const std::array<int64_t, 4>& shape : {std::array<int64_t, 4>{16, 32, 32, 32}, {64, 16, 16, 64}, {8, 5, 16, 16}}) {
+        const int64_t C = shape[0], H = shape[1], W = shape[2], O = shape[3];
+        CAPTURE(C);
+        CAPTURE(H);
+        CAPTURE(O);
+        Tensor x = rand_leaf({4, C, H, W}, g), w = rand_leaf({O, C, 3, 3}, g, -0.2f, 0.2f), b = rand_leaf({O}, g);
+        Tensor dy = Tensor::uniform({4, O, H, W}, -1.f, 1.f, &g);
+        std::vector<Tensor> out[2];
+        for (bool direct : {true, false}) {
+            set_direct3x3_enabled(direct);
+            x.zero_grad(), w.zero_grad(), b.zero_grad();
+            Tensor y = conv2d(x, w, b, 1, 1);
+            y.backward(dy);
+            out[direct] = {y.detach(), x.grad(), w.grad(), b.grad()};
+        }
+        set_direct3x3_enabled(true);
+        check_close(out[1][0], out[0][0], 1e-5, 1e-5, "y");
+        check_close(out[1][1], out[0][1], 1e-5, 1e-5, "dx");
+        check_close(out[1][2], out[0][2], 1e-5, 1e-4, "dw");
+        check_close(out[1][3], out[0][3], 1e-5, 1e-4, "db");
+    }
     set_num_threads(saved);
 }
 

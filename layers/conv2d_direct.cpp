@@ -1,0 +1,217 @@
+// Direct 3x3 convolution, padding 1, stride 1, for one image: no im2col.
+//
+// ---------------------------------------------------------------- why
+// The im2col path (conv2d.cpp) writes every input pixel 9 times into a col
+// matrix, and OpenBLAS then copies ("packs") that matrix once more into the
+// order its kernel reads. For a 3x3 "same" convolution both copies can go:
+// row k = (c, i, j) of col, for 16 consecutive output pixels, is just 16
+// input pixels that sit next to each other in memory, shifted. So the kernel
+// loads them straight from the input.
+//
+// ---------------------------------------------------------------- layout
+// The image is copied once inside a border of zeros, xp [C, H+2, W+2] with
+// x[c, h, w] = xp[c, h+1, w+1]. Then for tap (i, j)
+//   x[c, oh - 1 + i, ow - 1 + j] = xp[c, oh + i, ow + j]
+// and the 16 output pixels (oh, ow..ow+15) of one output row need ONE load of
+// the 16 floats at xp[c, oh + i, ow + j]. That needs W a multiple of 16 (a
+// vector then never spans two output rows); 8x8 layers stay on the im2col
+// path. (A variant without the column border, whose taps j = 0 and 2 used
+// masked loads so that a vector could span rows of 8, ran 20% (forward) to
+// 30% (weight gradient) slower on 16x16 and 32x32 images in alternating
+// single-thread runs.)
+//
+//   y[o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] * xp[c, oh + i, ow + j]
+//
+// ---------------------------------------------------------------- tiling
+// One tile of the output is 8 output channels x 32 output pixels (two vectors
+// of 16): 16 accumulator registers. For each of the K = 9C weights of the
+// tile's channels, the kernel loads 2 vectors of input and broadcasts 8
+// weights into 16 FMAs. The weights are packed so those 8 sit side by side,
+// in the order the kernel walks k:
+//   packed[(ob*K + k)*8 + r] = w[8*ob + r, c, i, j],   k = (c*3 + i)*3 + j.
+//
+// ---------------------------------------------------------------- input gradient
+// With G = dL/dy, each x[c, h, w] fed y[o, h+1-i, w+1-j] with weight
+// w[o, c, i, j], so
+//   dx[c, h, w] = sum_{o,i,j} w[o, c, i, j] * G[o, h+1-i, w+1-j]
+//               = sum_{o,i',j'} w[o, c, 2-i', 2-j'] * G[o, h-1+i', w-1+j']     (i' = 2-i, j' = 2-j)
+// which is the same "same" convolution of G, with weights w'[c, o, i', j'] =
+// w[o, c, 2-i', 2-j'] (flipped, input and output channels swapped):
+// pack3x3_weights(..., transposed = true) packs those.
+//
+// ---------------------------------------------------------------- weight gradient
+//   dw[o, c, i, j] = sum_{n, oh, ow} G[n, o, oh, ow] * xp[n, c, oh + i, ow + j]
+// a sum over pixels, so here the vectors run along the pixels: for one input
+// channel c and kernel row i, 8 output channels x 3 kernel columns j = 24
+// accumulators of 16 pixel-wise partial sums. Each step loads 16 pixels of G
+// for each of the 8 channels and the 3 shifted input vectors: 24 FMAs. The 16
+// lanes are added up once per run of images (at least 1024 pixels, so the
+// sums cost little next to the FMAs).
+#include "layers/conv2d_direct.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace minnow {
+
+namespace {
+constexpr int64_t kRows = 8;    // output channels per tile
+bool g_enabled = true;
+}  // namespace
+
+void set_direct3x3_enabled(bool on) { g_enabled = on; }
+bool direct3x3_enabled() { return g_enabled; }
+
+bool direct3x3_supported(int64_t out_channels, int64_t H, int64_t W) {
+#if defined(__AVX512F__)
+    return g_enabled && out_channels % kRows == 0 && H >= 1 && W >= 16 && W % 16 == 0;
+#else
+    (void)out_channels, (void)H, (void)W;
+    return false;
+#endif
+}
+
+int64_t direct3x3_packed_floats(int64_t out_channels, int64_t in_channels) { return out_channels * in_channels * 9; }
+int64_t direct3x3_scratch_floats(int64_t in_channels, int64_t H, int64_t W) {
+    return in_channels * (H + 2) * (W + 2);
+}
+int64_t direct3x3_weight_grad_images(int64_t H, int64_t W) { return std::max<int64_t>(1, 1024 / (H * W)); }
+
+void pack3x3_weights(const float* w, int64_t O, int64_t C, bool transposed, float* packed) {
+    const int64_t outs = transposed ? C : O, ins = transposed ? O : C, K = ins * 9;
+    for (int64_t out = 0; out < outs; ++out)
+        for (int64_t in = 0; in < ins; ++in)
+            for (int64_t i = 0; i < 3; ++i)
+                for (int64_t j = 0; j < 3; ++j) {
+                    const float v = transposed ? w[((in * C + out) * 3 + (2 - i)) * 3 + (2 - j)]  // w[o=in, c=out]
+                                               : w[((out * C + in) * 3 + i) * 3 + j];
+                    const int64_t k = (in * 3 + i) * 3 + j;
+                    packed[((out / kRows) * K + k) * kRows + out % kRows] = v;
+                }
+}
+
+#if defined(__AVX512F__)
+namespace {
+
+// xp [C, H+2, W+2] = x [C, H, W] inside a border of zeros.
+void pad_image(const float* x, int64_t C, int64_t H, int64_t W, float* xp) {
+    const int64_t PW = W + 2, plane = (H + 2) * PW;
+    for (int64_t c = 0; c < C; ++c) {
+        float* p = xp + c * plane;
+        std::fill(p, p + PW, 0.f);                    // the row above
+        std::fill(p + (H + 1) * PW, p + plane, 0.f);  // the row below
+        for (int64_t h = 0; h < H; ++h) {
+            float* row = p + (h + 1) * PW;
+            row[0] = 0.f, row[W + 1] = 0.f;  // left and right
+            std::memcpy(row + 1, x + (c * H + h) * W, W * sizeof(float));
+        }
+    }
+}
+
+// The sum of the 16 lanes of v. (Through memory: GCC 12's _mm512_reduce_add_ps
+// trips -Wmaybe-uninitialized in its own header; this runs once per 1024 pixels.)
+inline float lane_sum(__m512 v) {
+    alignas(64) float lanes[16];
+    _mm512_store_ps(lanes, v);
+    float s = 0.f;
+    for (float l : lanes) s += l;
+    return s;
+}
+
+// One tile: 8 output channels (the packed panel wp) x NV*16 output pixels
+// starting at output position p0 (vector v covers p0 + 16v ..; each lies in
+// one output row as W is a multiple of 16). y points at the tile's first
+// channel; P floats between channels.
+template <int NV>
+void tile(const float* xp, int64_t C, int64_t W, int64_t plane, const float* wp, const float* bias, int64_t p0,
+          int64_t P, float* y) {
+    const int64_t PW = W + 2;
+    int64_t off[NV];  // where vector v's windows start in a padded plane: xp[c, oh, ow]
+    for (int v = 0; v < NV; ++v) {
+        const int64_t p = p0 + 16 * v;
+        off[v] = (p / W) * PW + p % W;
+    }
+    __m512 acc[kRows][NV];
+    for (int r = 0; r < kRows; ++r)
+        for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_set1_ps(bias ? bias[r] : 0.f);
+    for (int64_t c = 0; c < C; ++c)
+        for (int i = 0; i < 3; ++i)
+            for (int j = 0; j < 3; ++j, wp += kRows) {
+                const float* s = xp + c * plane + i * PW + j;  // + off[v]: xp[c, oh + i, ow + j]
+                __m512 b[NV];
+                for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(s + off[v]);
+                for (int r = 0; r < kRows; ++r) {
+                    const __m512 a = _mm512_set1_ps(wp[r]);  // w[8*ob + r, c, i, j]
+                    for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_fmadd_ps(a, b[v], acc[r][v]);
+                }
+            }
+    for (int r = 0; r < kRows; ++r)
+        for (int v = 0; v < NV; ++v) _mm512_storeu_ps(y + r * P + p0 + 16 * v, acc[r][v]);
+}
+
+}  // namespace
+
+void conv3x3_direct(const float* x, int64_t C, int64_t H, int64_t W, const float* packed, int64_t O,
+                    const float* bias, float* y, float* scratch) {
+    const int64_t P = H * W, plane = (H + 2) * (W + 2), K = 9 * C;
+    pad_image(x, C, H, W, scratch);
+    // Channel panel by panel (its weights, K x 8 floats, stay in L1/L2 while
+    // the kernel sweeps the image), 32 pixels at a time.
+    for (int64_t ob = 0; ob < O / kRows; ++ob) {
+        const float* wp = packed + ob * K * kRows;
+        const float* b = bias ? bias + ob * kRows : nullptr;
+        float* yo = y + ob * kRows * P;
+        int64_t p0 = 0;
+        for (; p0 + 32 <= P; p0 += 32) tile<2>(scratch, C, W, plane, wp, b, p0, P, yo);
+        if (p0 < P) tile<1>(scratch, C, W, plane, wp, b, p0, P, yo);  // P = 16 (mod 32)
+    }
+}
+
+void conv3x3_direct_weight_grad(const float* x, const float* dy, int64_t images, int64_t C, int64_t H, int64_t W,
+                                int64_t O, float* dw, float* scratch) {
+    const int64_t P = H * W, PW = W + 2, plane = (H + 2) * PW, xsize = direct3x3_scratch_floats(C, H, W);
+    for (int64_t n = 0; n < images; ++n) pad_image(x + n * C * P, C, H, W, scratch + n * xsize);
+    for (int64_t ob = 0; ob < O / kRows; ++ob)  // G's rows of these 8 channels stay in L1 over c and i
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t i = 0; i < 3; ++i) {
+                __m512 acc[kRows][3];
+                for (int r = 0; r < kRows; ++r)
+                    for (int j = 0; j < 3; ++j) acc[r][j] = _mm512_setzero_ps();
+                for (int64_t n = 0; n < images; ++n) {
+                    const float* g = dy + (n * O + ob * kRows) * P;             // G[n, 8*ob, :]
+                    const float* xs = scratch + n * xsize + c * plane + i * PW;  // xp[n, c, i, :]
+                    for (int64_t oh = 0; oh < H; ++oh)
+                        for (int64_t ow = 0; ow < W; ow += 16) {  // 16 pixels of output row oh
+                            const float* s = xs + oh * PW + ow;    // xp[n, c, oh + i, ow + j] at s + j
+                            const __m512 x0 = _mm512_loadu_ps(s), x1 = _mm512_loadu_ps(s + 1),
+                                         x2 = _mm512_loadu_ps(s + 2);
+                            const float* gp = g + oh * W + ow;
+                            for (int r = 0; r < kRows; ++r) {
+                                const __m512 gr = _mm512_loadu_ps(gp + r * P);
+                                acc[r][0] = _mm512_fmadd_ps(gr, x0, acc[r][0]);
+                                acc[r][1] = _mm512_fmadd_ps(gr, x1, acc[r][1]);
+                                acc[r][2] = _mm512_fmadd_ps(gr, x2, acc[r][2]);
+                            }
+                        }
+                }
+                for (int r = 0; r < kRows; ++r)
+                    for (int j = 0; j < 3; ++j)
+                        dw[(((ob * kRows + r) * C + c) * 3 + i) * 3 + j] += lane_sum(acc[r][j]);
+            }
+}
+#else
+void conv3x3_direct(const float*, int64_t, int64_t, int64_t, const float*, int64_t, const float*, float*, float*) {
+    throw std::logic_error("conv3x3_direct: this build has no AVX-512 (check direct3x3_supported first)");
+}
+void conv3x3_direct_weight_grad(const float*, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float*,
+                                float*) {
+    throw std::logic_error("conv3x3_direct_weight_grad: this build has no AVX-512 (check direct3x3_supported first)");
+}
+#endif
+
+}  // namespace minnow
