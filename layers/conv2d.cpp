@@ -285,6 +285,9 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* A, int
 //   each other once, then each computes a block of output channels:
 //       Y_n[o0:o1, :] = W[o0:o1, :] col_n + b[o0:o1]
 //   Blocks are cut at multiples of 16 rows, the width of OpenBLAS's kernel.
+// The 3x3 "same" convolutions that the direct kernel handles (conv2d_direct.h)
+// are cut by output channels too, in panels of 8, each thread padding its own
+// copy of the image: no im2col and no waiting at all.
 // The backward cuts by rows both ways: dW[o0:o1, :] = G[o0:o1, :] col_n^T
 // (each thread whole rows of dW: no partial sums to add up), and
 // dcol[rows of channels c0..c1] = W[:, those rows]^T G, which col2im turns
@@ -297,6 +300,22 @@ bool split_by_columns(const ConvGeometry& g, int threads) {
 
 void forward_split_each_image(const ConvGeometry& g, const float* X, const float* Wt, const float* b, float* Y) {
     const int threads = omp_get_max_threads();
+    if (direct_forward(g)) {  // by output channels, each thread on its panels of 8 (conv2d_direct.h)
+        float* packed = scratch_buffers(3, 1, direct3x3_packed_floats(g.O, g.C))[0];
+        pack3x3_weights(Wt, g.O, g.C, /*transposed=*/false, packed);
+        std::vector<float*> pad = scratch_buffers(4, threads, direct3x3_scratch_floats(g.C, g.H, g.W));
+        const int64_t K = g.K(), P = g.P();
+#pragma omp parallel num_threads(threads)
+        {
+            const int t = omp_get_thread_num();
+            int64_t o0, o1;  // this thread's output channels, whole panels of 8
+            share(g.O, omp_get_num_threads(), t, 8, &o0, &o1);
+            for (int64_t n = 0; n < g.N && o1 > o0; ++n)  // each thread pads the image for itself: no waiting
+                conv3x3_direct(X + n * g.C * g.H * g.W, g.C, g.H, g.W, packed + o0 * K, o1 - o0, b ? b + o0 : nullptr,
+                               Y + (n * g.O + o0) * P, pad[t]);
+        }
+        return;
+    }
     const int64_t K = g.K(), P = g.P(), O = g.O, CHW = g.C * g.H * g.W, rows = g.band_rows();
     const bool by_columns = split_by_columns(g, threads);
     // By columns: a col band per thread. By rows: one col_n that all share.
