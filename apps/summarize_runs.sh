@@ -50,8 +50,8 @@ if [ ${#runs[@]} -ge 2 ]; then
   echo
   awk -F, -v a="$a" -v b="$b" '
     FNR == 1 { f++; next }
-    f == 1 { accA[$1] = $6; lossA[$1] = $3; nA = $1 }
-    f == 2 { accB[$1] = $6; lossB[$1] = $3; nB = $1 }
+    f == 1 { accA[$1] = $6; lossA[$1] = $3; gA[$1] = $7; gmaxA[$1] = $8; nA = $1 }
+    f == 2 { accB[$1] = $6; lossB[$1] = $3; gB[$1] = $7; gmaxB[$1] = $8; nB = $1 }
     END {
       n = (nA < nB ? nA : nB)
       if (n < 1) { print "Not enough epochs to compare."; exit }
@@ -60,5 +60,16 @@ if [ ${#runs[@]} -ge 2 ]; then
       printf "- After epoch %d (the last both finished): %s %.1f%% (train loss %.3f), %s %.1f%% (train loss %.3f): a gap of %+.1f points.\n", n, a, accA[n], lossA[n], b, accB[n], lossB[n], accA[n] - accB[n]
       first = 0; for (e = 1; e <= n; e++) if (!first && accA[e] >= 75) first = e
       if (first) printf "- %s passed 75%% at epoch %d.\n", a, first; else printf "- %s did not reach 75%% in %d epochs.\n", a, n
+      lower = 0; for (e = 1; e <= n; e++) if (lossA[e] < lossB[e]) lower++
+      printf "- Training loss: %s lower than %s in %d of %d epochs.\n", a, b, lower, n
+      # The gradient: the spread of the epoch means, and the largest single
+      # step after the first epoch (the first is the warm-up from the init).
+      loA = hiA = gA[1]; loB = hiB = gB[1]; mA = mB = 0
+      for (e = 1; e <= n; e++) {
+        if (gA[e] < loA) loA = gA[e]; if (gA[e] > hiA) hiA = gA[e]
+        if (gB[e] < loB) loB = gB[e]; if (gB[e] > hiB) hiB = gB[e]
+        if (e > 1 && gmaxA[e] > mA) mA = gmaxA[e]; if (e > 1 && gmaxB[e] > mB) mB = gmaxB[e]
+      }
+      printf "- Global gradient norm, epoch means: %s %.2f-%.2f, %s %.2f-%.2f; largest single step after epoch 1: %s %.2f, %s %.2f (epoch 1: %.2f, %.2f).\n", a, loA, hiA, b, loB, hiB, a, mA, b, mB, gmaxA[1], gmaxB[1]
     }' "$dir/$a/metrics.csv" "$dir/$b/metrics.csv"
 fi

@@ -38,8 +38,12 @@ def main():
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--what", default="net", choices=["net", "batchnorm"],
-                    help="batchnorm: BatchNorm2d forward+backward on (batch, 64, 32, 32) only")
+    ap.add_argument("--what", default="net", choices=["net", "batchnorm", "conv"],
+                    help="batchnorm: BatchNorm2d forward+backward on (batch, 64, 32, 32) only; "
+                         "conv: forward+backward of one of the cnn's 3x3 convolutions (--layer)")
+    ap.add_argument("--layer", type=int, default=1, choices=range(5),
+                    help="with --what conv: 0..4 = 3->64 @32, 64->64 @32, 64->128 @16, 128->128 @16, "
+                         "128->256 @8 (bench/bench_conv.cpp's Conv_FwdBwd/i)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -52,6 +56,14 @@ def main():
         def step():
             y = bn(x)
             y.backward(dy)
+        flops = 0
+    elif a.what == "conv":  # as Conv_FwdBwd in bench/bench_conv.cpp: dx except for layer 0 (the images)
+        cin, cout, hw = [(3, 64, 32), (64, 64, 32), (64, 128, 16), (128, 128, 16), (128, 256, 8)][a.layer]
+        conv = torch.nn.Conv2d(cin, cout, 3, padding=1).to(memory_format=fmt)
+        x = torch.randn(a.batch_size, cin, hw, hw).to(memory_format=fmt).requires_grad_(a.layer > 0)
+        dy = torch.randn(a.batch_size, cout, hw, hw).to(memory_format=fmt)
+        def step():
+            conv(x).backward(dy)
         flops = 0
     else:
         net = build(a.model, a.norm).to(memory_format=fmt)
@@ -85,7 +97,8 @@ def main():
     mult = 3 if a.mode == "train" else 1  # backward costs about twice the forward
     print(json.dumps({
         "impl": f"pytorch-{torch.__version__}-{a.layout}",
-        "what": a.what, "model": a.model, "norm": a.norm, "mode": a.mode,
+        "what": a.what, "layer": a.layer if a.what == "conv" else None,
+        "model": a.model, "norm": a.norm, "mode": a.mode,
         "batch_size": a.batch_size, "threads": a.threads, "image_size": a.image_size,
         "img_per_s": a.batch_size / med,
         "ms_per_step_median": med * 1e3, "ms_per_step_p90": p90 * 1e3,

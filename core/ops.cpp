@@ -14,11 +14,9 @@
 #include <numeric>
 
 #include "core/autograd.h"
+#include "core/parallel.h"
 
 namespace minnow {
-
-// Below this many elements a loop is not worth waking the OpenMP threads for.
-static constexpr int64_t kParallelGrain = 1 << 15;
 
 // ================================================================ broadcasting
 // Strides of a tensor of shape `in`, as seen through the broadcast shape

@@ -9,9 +9,14 @@
 // MINNOW_NUM_THREADS, and otherwise every core.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace minnow {
+
+// Below this many elements an elementwise loop is not worth waking the
+// OpenMP threads for (`#pragma omp parallel for if (n > kParallelGrain)`).
+constexpr int64_t kParallelGrain = 1 << 15;
 
 void set_num_threads(int n);  // n >= 1; also sets OpenBLAS's count
 int get_num_threads();

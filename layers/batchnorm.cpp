@@ -7,11 +7,10 @@
 #include <cstdio>
 
 #include "core/autograd.h"
+#include "core/parallel.h"
 
 namespace minnow {
 
-// Below this many elements a loop is not worth waking the OpenMP threads for.
-static constexpr int64_t kParallelGrain = 1 << 15;
 // Sums run in float over chunks this long (so the loop vectorises), and the
 // chunk sums are added up in double: each float partial sees few terms.
 static constexpr int64_t kChunk = 1024;

@@ -99,13 +99,16 @@ bool parallel_over_images(const ConvGeometry& g) {
     return threads > 1 && g.N >= threads && g.N * flops_per_image > (int64_t{1} << 22);
 }
 
-// The 3x3 "same" convolutions whose output (forward) or input gradient
-// (backward) the direct kernel of conv2d_direct.h computes without im2col.
+// The 3x3 "same" convolutions whose output (forward), input gradient or
+// weight gradient the direct kernels of conv2d_direct.h compute without im2col.
 bool direct_forward(const ConvGeometry& g) {
     return g.kh == 3 && g.kw == 3 && g.s == 1 && g.p == 1 && direct3x3_supported(g.O, g.H, g.W);
 }
 bool direct_input_grad(const ConvGeometry& g) {
     return g.kh == 3 && g.kw == 3 && g.s == 1 && g.p == 1 && direct3x3_supported(g.C, g.H, g.W);
+}
+bool direct_weight_grad(const ConvGeometry& g) {
+    return g.kh == 3 && g.kw == 3 && g.s == 1 && g.p == 1 && direct3x3_weight_grad_supported(g.O, g.H, g.W);
 }
 
 // Fewer images than threads (inference at batch 1): each image's convolution
@@ -458,7 +461,7 @@ struct Conv2dBackward : Node {
         const int threads = par ? omp_get_max_threads() : 1;
         // dx and dW by the direct kernels (after the loop below), or by GEMMs in it.
         const bool direct_dx = need_dx && direct_input_grad(g), gemm_dx = need_dx && !direct_dx;
-        const bool direct_dw = need_dw && direct_forward(g), gemm_dw = need_dw && !direct_dw;
+        const bool direct_dw = need_dw && direct_weight_grad(g), gemm_dw = need_dw && !direct_dw;
         const bool need_col = (gemm_dw || gemm_dx) && !g.pointwise();
         const int64_t G = g.images_per_chunk(threads), rows = g.band_rows(), chunks = (g.N + G - 1) / G;
         std::vector<float*> col = scratch_buffers(0, threads, need_col ? K * G * rows * g.Wo : 0);

@@ -13,14 +13,19 @@
 // x[c, h, w] = xp[c, h+1, w+1]. Then for tap (i, j)
 //   x[c, oh - 1 + i, ow - 1 + j] = xp[c, oh + i, ow + j]
 // and the 16 output pixels (oh, ow..ow+15) of one output row need ONE load of
-// the 16 floats at xp[c, oh + i, ow + j]. That needs W a multiple of 16 (a
-// vector then never spans two output rows); 8x8 layers stay on the im2col
-// path. (A variant without the column border, whose taps j = 0 and 2 used
-// masked loads so that a vector could span rows of 8, ran 20% (forward) to
-// 30% (weight gradient) slower on 16x16 and 32x32 images in alternating
-// single-thread runs.)
+// the 16 floats at xp[c, oh + i, ow + j], when W is a multiple of 16.
 //
-//   y[o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] * xp[c, oh + i, ow + j]
+// Narrower images (W = 8, 4, 2, 1: a vector spans 16/W output rows) get three
+// shifted copies instead, xs [C, 3, H+2, W] with xs[c, j, r, w] = x[c, r-1, w+j-1]
+// (0 outside the image): rows of width W with no border between them, so
+// output pixels p..p+15 (p = oh*W + ow) read the 16 floats at
+// xs[c, j, oh + i, ow], consecutive across rows.
+//
+// Either way the input value of tap (i, j) for the output pixels starting at p
+// sits at   input + c*c_stride + i*i_stride + j*j_stride + offset(p)
+// (struct InputLayout), and
+//
+//   y[o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] * x[c, oh - 1 + i, ow - 1 + j]   (0 outside)
 //
 // ---------------------------------------------------------------- tiling
 // One tile of the output is 8 output channels x 32 output pixels (two vectors
@@ -40,13 +45,16 @@
 // pack3x3_weights(..., transposed = true) packs those.
 //
 // ---------------------------------------------------------------- weight gradient
-//   dw[o, c, i, j] = sum_{n, oh, ow} G[n, o, oh, ow] * xp[n, c, oh + i, ow + j]
+//   dw[o, c, i, j] = sum_{n, oh, ow} G[n, o, oh, ow] * x[n, c, oh - 1 + i, ow - 1 + j]
 // a sum over pixels, so here the vectors run along the pixels: for one input
 // channel c and kernel row i, 8 output channels x 3 kernel columns j = 24
 // accumulators of 16 pixel-wise partial sums. Each step loads 16 pixels of G
 // for each of the 8 channels and the 3 shifted input vectors: 24 FMAs. The 16
 // lanes are added up once per run of images (at least 1024 pixels, so the
-// sums cost little next to the FMAs).
+// sums cost little next to the FMAs). Only for the padded layout (W a multiple
+// of 16): on 8x8 images (shifted copies, runs of 16 images) this kernel took the
+// reference CNN's last backward from 46-49 ms to 49-62 ms against im2col + GEMM,
+// so Conv2d keeps the GEMM there.
 #include "layers/conv2d_direct.h"
 
 #include <algorithm>
@@ -69,16 +77,22 @@ bool direct3x3_enabled() { return g_enabled; }
 
 bool direct3x3_supported(int64_t out_channels, int64_t H, int64_t W) {
 #if defined(__AVX512F__)
-    return g_enabled && out_channels % kRows == 0 && H >= 1 && W >= 16 && W % 16 == 0;
+    return g_enabled && out_channels % kRows == 0 && H >= 1 && W >= 1 && (W % 16 == 0 || 16 % W == 0) &&
+           (H * W) % 16 == 0;
 #else
     (void)out_channels, (void)H, (void)W;
     return false;
 #endif
 }
 
+bool direct3x3_weight_grad_supported(int64_t out_channels, int64_t H, int64_t W) {
+    return direct3x3_supported(out_channels, H, W) && W % 16 == 0;
+}
+
 int64_t direct3x3_packed_floats(int64_t out_channels, int64_t in_channels) { return out_channels * in_channels * 9; }
 int64_t direct3x3_scratch_floats(int64_t in_channels, int64_t H, int64_t W) {
-    return in_channels * (H + 2) * (W + 2);
+    return W % 16 == 0 ? in_channels * (H + 2) * (W + 2)  // padded
+                       : in_channels * 3 * (H + 2) * W;   // three shifted copies
 }
 int64_t direct3x3_weight_grad_images(int64_t H, int64_t W) { return std::max<int64_t>(1, 1024 / (H * W)); }
 
@@ -98,20 +112,49 @@ void pack3x3_weights(const float* w, int64_t O, int64_t C, bool transposed, floa
 #if defined(__AVX512F__)
 namespace {
 
-// xp [C, H+2, W+2] = x [C, H, W] inside a border of zeros.
-void pad_image(const float* x, int64_t C, int64_t H, int64_t W, float* xp) {
-    const int64_t PW = W + 2, plane = (H + 2) * PW;
-    for (int64_t c = 0; c < C; ++c) {
-        float* p = xp + c * plane;
-        std::fill(p, p + PW, 0.f);                    // the row above
-        std::fill(p + (H + 1) * PW, p + plane, 0.f);  // the row below
-        for (int64_t h = 0; h < H; ++h) {
-            float* row = p + (h + 1) * PW;
-            row[0] = 0.f, row[W + 1] = 0.f;  // left and right
-            std::memcpy(row + 1, x + (c * H + h) * W, W * sizeof(float));
+// Where the input value of tap (i, j) for the output pixels p.. lies (see
+// "layout" at the top): input + c*c_stride + i*i_stride + j*j_stride + offset(p).
+// Two layouts, two types: the kernels are templates on them, so that the
+// padded layout's j_stride of 1 is a constant folded into the loads' addresses
+// (as a run-time stride it cost a third of the kernel's speed).
+struct Padded {  // one copy, [C, H+2, W+2], for W a multiple of 16
+    int64_t H, W, c_stride, i_stride;
+    static constexpr int64_t j_stride = 1;
+    Padded(int64_t H_, int64_t W_) : H(H_), W(W_), c_stride((H_ + 2) * (W_ + 2)), i_stride(W_ + 2) {}
+    int64_t offset(int64_t p) const { return (p / W) * (W + 2) + p % W; }
+    void copy(const float* x, int64_t C, float* input) const {  // x [C, H, W] inside a border of zeros
+        const int64_t PW = W + 2;
+        for (int64_t c = 0; c < C; ++c) {
+            float* p = input + c * c_stride;
+            std::fill(p, p + PW, 0.f);                            // the row above
+            std::fill(p + (H + 1) * PW, p + (H + 2) * PW, 0.f);  // the row below
+            for (int64_t h = 0; h < H; ++h) {
+                float* row = p + (h + 1) * PW;
+                row[0] = 0.f, row[W + 1] = 0.f;  // left and right
+                std::memcpy(row + 1, x + (c * H + h) * W, W * sizeof(float));
+            }
         }
     }
-}
+};
+
+struct Shifted {  // three shifted copies, [C, 3, H+2, W], for W = 8, 4, 2, 1
+    int64_t H, W, c_stride, i_stride, j_stride;
+    Shifted(int64_t H_, int64_t W_) : H(H_), W(W_), c_stride(3 * (H_ + 2) * W_), i_stride(W_), j_stride((H_ + 2) * W_) {}
+    int64_t offset(int64_t p) const { return p; }
+    void copy(const float* x, int64_t C, float* input) const {  // xs[c, j, r, w] = x[c, r-1, w+j-1], 0 outside
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t j = 0; j < 3; ++j) {
+                float* p = input + c * c_stride + j * j_stride;
+                std::fill(p, p + W, 0.f);
+                std::fill(p + (H + 1) * W, p + (H + 2) * W, 0.f);
+                for (int64_t h = 0; h < H; ++h)
+                    for (int64_t w = 0; w < W; ++w) {
+                        const int64_t src = w + j - 1;
+                        p[(h + 1) * W + w] = src >= 0 && src < W ? x[(c * H + h) * W + src] : 0.f;
+                    }
+            }
+    }
+};
 
 // The sum of the 16 lanes of v. (Through memory: GCC 12's _mm512_reduce_add_ps
 // trips -Wmaybe-uninitialized in its own header; this runs once per 1024 pixels.)
@@ -124,25 +167,20 @@ inline float lane_sum(__m512 v) {
 }
 
 // One tile: 8 output channels (the packed panel wp) x NV*16 output pixels
-// starting at output position p0 (vector v covers p0 + 16v ..; each lies in
-// one output row as W is a multiple of 16). y points at the tile's first
-// channel; P floats between channels.
-template <int NV>
-void tile(const float* xp, int64_t C, int64_t W, int64_t plane, const float* wp, const float* bias, int64_t p0,
-          int64_t P, float* y) {
-    const int64_t PW = W + 2;
-    int64_t off[NV];  // where vector v's windows start in a padded plane: xp[c, oh, ow]
-    for (int v = 0; v < NV; ++v) {
-        const int64_t p = p0 + 16 * v;
-        off[v] = (p / W) * PW + p % W;
-    }
+// starting at output position p0 (vector v covers p0 + 16v ..). y points at
+// the tile's first channel; P floats between channels.
+template <int NV, class Layout>
+void tile(const float* input, const Layout& L, int64_t C, const float* wp, const float* bias, int64_t p0, int64_t P,
+          float* y) {
+    int64_t off[NV];
+    for (int v = 0; v < NV; ++v) off[v] = L.offset(p0 + 16 * v);
     __m512 acc[kRows][NV];
     for (int r = 0; r < kRows; ++r)
         for (int v = 0; v < NV; ++v) acc[r][v] = _mm512_set1_ps(bias ? bias[r] : 0.f);
     for (int64_t c = 0; c < C; ++c)
         for (int i = 0; i < 3; ++i)
             for (int j = 0; j < 3; ++j, wp += kRows) {
-                const float* s = xp + c * plane + i * PW + j;  // + off[v]: xp[c, oh + i, ow + j]
+                const float* s = input + c * L.c_stride + i * L.i_stride + j * L.j_stride;  // tap (i, j) at + off[v]
                 __m512 b[NV];
                 for (int v = 0; v < NV; ++v) b[v] = _mm512_loadu_ps(s + off[v]);
                 for (int r = 0; r < kRows; ++r) {
@@ -154,12 +192,11 @@ void tile(const float* xp, int64_t C, int64_t W, int64_t plane, const float* wp,
         for (int v = 0; v < NV; ++v) _mm512_storeu_ps(y + r * P + p0 + 16 * v, acc[r][v]);
 }
 
-}  // namespace
-
-void conv3x3_direct(const float* x, int64_t C, int64_t H, int64_t W, const float* packed, int64_t O,
-                    const float* bias, float* y, float* scratch) {
-    const int64_t P = H * W, plane = (H + 2) * (W + 2), K = 9 * C;
-    pad_image(x, C, H, W, scratch);
+template <class Layout>
+void forward(const Layout& L, const float* x, int64_t C, const float* packed, int64_t O, const float* bias, float* y,
+             float* scratch) {
+    const int64_t P = L.H * L.W, K = 9 * C;
+    L.copy(x, C, scratch);
     // Channel panel by panel (its weights, K x 8 floats, stay in L1/L2 while
     // the kernel sweeps the image), 32 pixels at a time.
     for (int64_t ob = 0; ob < O / kRows; ++ob) {
@@ -167,15 +204,15 @@ void conv3x3_direct(const float* x, int64_t C, int64_t H, int64_t W, const float
         const float* b = bias ? bias + ob * kRows : nullptr;
         float* yo = y + ob * kRows * P;
         int64_t p0 = 0;
-        for (; p0 + 32 <= P; p0 += 32) tile<2>(scratch, C, W, plane, wp, b, p0, P, yo);
-        if (p0 < P) tile<1>(scratch, C, W, plane, wp, b, p0, P, yo);  // P = 16 (mod 32)
+        for (; p0 + 32 <= P; p0 += 32) tile<2>(scratch, L, C, wp, b, p0, P, yo);
+        if (p0 < P) tile<1>(scratch, L, C, wp, b, p0, P, yo);  // P = 16 (mod 32)
     }
 }
 
-void conv3x3_direct_weight_grad(const float* x, const float* dy, int64_t images, int64_t C, int64_t H, int64_t W,
-                                int64_t O, float* dw, float* scratch) {
-    const int64_t P = H * W, PW = W + 2, plane = (H + 2) * PW, xsize = direct3x3_scratch_floats(C, H, W);
-    for (int64_t n = 0; n < images; ++n) pad_image(x + n * C * P, C, H, W, scratch + n * xsize);
+void weight_grad(const Padded& L, const float* x, const float* dy, int64_t images, int64_t C, int64_t O, float* dw,
+                 float* scratch) {
+    const int64_t H = L.H, W = L.W, P = H * W, xsize = direct3x3_scratch_floats(C, H, W);
+    for (int64_t n = 0; n < images; ++n) L.copy(x + n * C * P, C, scratch + n * xsize);
     for (int64_t ob = 0; ob < O / kRows; ++ob)  // G's rows of these 8 channels stay in L1 over c and i
         for (int64_t c = 0; c < C; ++c)
             for (int64_t i = 0; i < 3; ++i) {
@@ -183,11 +220,11 @@ void conv3x3_direct_weight_grad(const float* x, const float* dy, int64_t images,
                 for (int r = 0; r < kRows; ++r)
                     for (int j = 0; j < 3; ++j) acc[r][j] = _mm512_setzero_ps();
                 for (int64_t n = 0; n < images; ++n) {
-                    const float* g = dy + (n * O + ob * kRows) * P;             // G[n, 8*ob, :]
-                    const float* xs = scratch + n * xsize + c * plane + i * PW;  // xp[n, c, i, :]
+                    const float* g = dy + (n * O + ob * kRows) * P;                          // G[n, 8*ob, :]
+                    const float* xs = scratch + n * xsize + c * L.c_stride + i * L.i_stride;  // xp[n, c, i, :]
                     for (int64_t oh = 0; oh < H; ++oh)
-                        for (int64_t ow = 0; ow < W; ow += 16) {  // 16 pixels of output row oh
-                            const float* s = xs + oh * PW + ow;    // xp[n, c, oh + i, ow + j] at s + j
+                        for (int64_t ow = 0; ow < W; ow += 16) {      // 16 pixels of output row oh
+                            const float* s = xs + oh * L.i_stride + ow;  // xp[n, c, oh + i, ow + j] at s + j
                             const __m512 x0 = _mm512_loadu_ps(s), x1 = _mm512_loadu_ps(s + 1),
                                          x2 = _mm512_loadu_ps(s + 2);
                             const float* gp = g + oh * W + ow;
@@ -203,6 +240,21 @@ void conv3x3_direct_weight_grad(const float* x, const float* dy, int64_t images,
                     for (int j = 0; j < 3; ++j)
                         dw[(((ob * kRows + r) * C + c) * 3 + i) * 3 + j] += lane_sum(acc[r][j]);
             }
+}
+
+}  // namespace
+
+void conv3x3_direct(const float* x, int64_t C, int64_t H, int64_t W, const float* packed, int64_t O,
+                    const float* bias, float* y, float* scratch) {
+    if (W % 16 == 0) forward(Padded(H, W), x, C, packed, O, bias, y, scratch);
+    else forward(Shifted(H, W), x, C, packed, O, bias, y, scratch);
+}
+
+void conv3x3_direct_weight_grad(const float* x, const float* dy, int64_t images, int64_t C, int64_t H, int64_t W,
+                                int64_t O, float* dw, float* scratch) {
+    if (!direct3x3_weight_grad_supported(O, H, W))
+        throw std::logic_error("conv3x3_direct_weight_grad: needs W a multiple of 16 and O of 8");
+    weight_grad(Padded(H, W), x, dy, images, C, O, dw, scratch);
 }
 #else
 void conv3x3_direct(const float*, int64_t, int64_t, int64_t, const float*, int64_t, const float*, float*, float*) {

@@ -12,7 +12,8 @@
 namespace minnow {
 
 // Whether conv3x3_direct handles an image of `out_channels` x H x W output on
-// this build: AVX-512, out_channels a multiple of 8, W a multiple of 16.
+// this build: AVX-512, out_channels a multiple of 8, W a multiple of 16 or
+// one of 8, 4, 2, 1, and H*W a multiple of 16.
 bool direct3x3_supported(int64_t out_channels, int64_t H, int64_t W);
 
 // Off switch (default on), for tests that compare both paths and for
@@ -35,6 +36,10 @@ void pack3x3_weights(const float* w, int64_t O, int64_t C, bool transposed, floa
 // with `packed` from pack3x3_weights and `scratch` of direct3x3_scratch_floats floats.
 void conv3x3_direct(const float* x, int64_t in_channels, int64_t H, int64_t W, const float* packed,
                     int64_t out_channels, const float* bias, float* y, float* scratch);
+
+// Whether conv3x3_direct_weight_grad handles it: as direct3x3_supported, and
+// W a multiple of 16 (on narrower images im2col + GEMM measured faster).
+bool direct3x3_weight_grad_supported(int64_t out_channels, int64_t H, int64_t W);
 
 // Images in a row for conv3x3_direct_weight_grad (to amortise its final sums
 // over at least 1024 pixels), and the scratch floats that many need.

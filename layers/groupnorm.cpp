@@ -9,11 +9,10 @@
 #include <cstdio>
 
 #include "core/autograd.h"
+#include "core/parallel.h"
 #include "layers/batchnorm.h"  // run_sums, ChannelView
 
 namespace minnow {
-
-static constexpr int64_t kParallelGrain = 1 << 15;
 
 // ================================================================ backward
 //

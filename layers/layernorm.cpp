@@ -6,11 +6,11 @@
 #include <cstdio>
 
 #include "core/autograd.h"
+#include "core/parallel.h"
 #include "layers/batchnorm.h"  // run_sums
 
 namespace minnow {
 
-static constexpr int64_t kParallelGrain = 1 << 15;
 static constexpr int64_t kColumnBlock = 256;  // columns per task in the weight/bias gradient
 
 // ================================================================ backward

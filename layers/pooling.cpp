@@ -12,10 +12,9 @@
 #include <limits>
 
 #include "core/autograd.h"
+#include "core/parallel.h"
 
 namespace minnow {
-
-static constexpr int64_t kParallelGrain = 1 << 15;  // elements; below it stay serial
 
 namespace {
 

@@ -178,8 +178,8 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and agains
     }
     const int saved = get_num_threads();
     // Forward, input gradient and weight gradient by the direct kernels
-    // (3x3, stride 1, padding 1, output width a multiple of 16, channels a
-    // multiple of 8): 32x32 in pairs of 16-pixel vectors, a 3x16 image whose
+    // (3x3, stride 1, padding 1, output width a multiple of 16 or dividing 16,
+    // channels a multiple of 8): 32x32 in pairs of 16-pixel vectors, a 3x16 image whose
     // 48 pixels end in a lone vector, a 16x48 image, weight-gradient runs of
     // 4 images (16x16) with a short last run (6 images), and 3 input channels
     // (the direct forward and weight gradient, but dx by im2col + GEMM, as 3
@@ -192,11 +192,19 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and agains
         check_against_naive(2, 8, 16, 48, 24, 3, 1, 1, true);
         check_against_naive(6, 16, 16, 16, 8, 3, 1, 1, true);
         check_against_naive(4, 3, 32, 32, 16, 3, 1, 1, true);
+        // Narrow images in three shifted copies, a vector spanning 16/W rows
+        // (forward and input gradient; their weight gradient is im2col +
+        // GEMM): 8x8, 4x4, 8 rows of 2, a column of 16.
+        check_against_naive(5, 16, 8, 8, 16, 3, 1, 1, true);
+        check_against_naive(3, 8, 4, 4, 8, 3, 1, 1, false);
+        check_against_naive(2, 8, 8, 2, 16, 3, 1, 1, true);
+        check_against_naive(2, 8, 16, 1, 8, 3, 1, 1, true);
     }
     // The same convolutions with the direct kernels switched off agree to float rounding.
     set_num_threads(2);
     Generator g(3);
-    for (const std::array<int64_t, 4>& shape : {std::array<int64_t, 4>{16, 32, 32, 32}, {64, 16, 16, 64}, {8, 5, 16, 16}}) {
+    for (const std::array<int64_t, 4>& shape :
+         {std::array<int64_t, 4>{16, 32, 32, 32}, {64, 16, 16, 64}, {8, 5, 16, 16}, {128, 8, 8, 64}}) {
         const int64_t C = shape[0], H = shape[1], W = shape[2], O = shape[3];
         CAPTURE(C);
         CAPTURE(H);
