@@ -470,7 +470,7 @@ struct Conv2dBackward : Node {
         std::vector<float*> grp = scratch_buffers(2, threads, G > 1 ? O * G * P : 0);
         std::vector<float*> pad = scratch_buffers(
             4, threads,
-            direct_dw ? direct3x3_weight_grad_images(g.H, g.W) * direct3x3_scratch_floats(g.C, g.H, g.W) : 0);
+            direct_dw ? direct3x3_weight_grad_scratch_floats(g.C, O, g.H, g.W) : 0);
 
 #pragma omp parallel num_threads(threads) if (par)
         {

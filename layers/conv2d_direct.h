@@ -37,17 +37,18 @@ void pack3x3_weights(const float* w, int64_t O, int64_t C, bool transposed, floa
 void conv3x3_direct(const float* x, int64_t in_channels, int64_t H, int64_t W, const float* packed,
                     int64_t out_channels, const float* bias, float* y, float* scratch);
 
-// Whether conv3x3_direct_weight_grad handles it: as direct3x3_supported, and
-// W a multiple of 16 (on narrower images im2col + GEMM measured faster).
+// Whether conv3x3_direct_weight_grad handles it on this build: AVX-512 and
+// out_channels a multiple of 16 (any image size).
 bool direct3x3_weight_grad_supported(int64_t out_channels, int64_t H, int64_t W);
 
-// Images in a row for conv3x3_direct_weight_grad (to amortise its final sums
-// over at least 1024 pixels), and the scratch floats that many need.
+// Images in a run of conv3x3_direct_weight_grad (at least 1024 pixels: its
+// accumulators are added into dw once per run), and the scratch floats of a run.
 int64_t direct3x3_weight_grad_images(int64_t H, int64_t W);
+int64_t direct3x3_weight_grad_scratch_floats(int64_t in_channels, int64_t out_channels, int64_t H, int64_t W);
 
 // dw [O, C, 3, 3] += the weight gradient of the same convolution for `images`
-// consecutive images x [images, C, H, W] with output gradients
-// dy [images, O, H, W]. scratch: images * direct3x3_scratch_floats(C, H, W) floats.
+// (at most direct3x3_weight_grad_images) consecutive images x [images, C, H, W]
+// with output gradients dy [images, O, H, W].
 void conv3x3_direct_weight_grad(const float* x, const float* dy, int64_t images, int64_t C, int64_t H, int64_t W,
                                 int64_t O, float* dw, float* scratch);
 
