@@ -251,15 +251,17 @@ void weight_grad(const Padded& L, const float* x, const float* dy, int64_t image
                 for (int64_t p = p0; p < std::min(P, p0 + 16); ++p) t[p * O + o] = g[o * P + p];
     }
     for (int64_t o0 = 0; o0 < O; o0 += 16)
-        for (int64_t c0 = 0; c0 < C;) {  // 8 input channels a block; the last few by 4 and 1
-            const int64_t cb = C - c0 >= 8 ? 8 : C - c0 >= 4 ? 4 : 1;
-            for (int64_t i = 0; i < 3; ++i) {
-                if (cb == 8) weight_grad_block<8>(L, scratch, gt, images, C, O, o0, c0, i, dw);
-                else if (cb == 4) weight_grad_block<4>(L, scratch, gt, images, C, O, o0, c0, i, dw);
-                else weight_grad_block<1>(L, scratch, gt, images, C, O, o0, c0, i, dw);
-            }
-            c0 += cb;
-        }
+        for (int64_t c0 = 0; c0 < C; c0 += 8)  // 8 input channels a block, the last one what is left
+            for (int64_t i = 0; i < 3; ++i) switch (std::min<int64_t>(8, C - c0)) {
+                    case 8: weight_grad_block<8>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    case 7: weight_grad_block<7>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    case 6: weight_grad_block<6>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    case 5: weight_grad_block<5>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    case 4: weight_grad_block<4>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    case 3: weight_grad_block<3>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    case 2: weight_grad_block<2>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    default: weight_grad_block<1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                }
 }
 
 }  // namespace

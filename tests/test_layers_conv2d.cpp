@@ -179,20 +179,21 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and agains
     const int saved = get_num_threads();
     // Forward, input gradient and weight gradient by the direct kernels
     // (3x3, stride 1, padding 1, output width a multiple of 16 or dividing 16,
-    // channels a multiple of 8): 32x32 in pairs of 16-pixel vectors, a 3x16 image whose
+    // output channels a multiple of 8, of 16 for the weight gradient, input
+    // channels too for dx): 32x32 in pairs of 16-pixel vectors, a 3x16 image whose
     // 48 pixels end in a lone vector, a 16x48 image, weight-gradient runs of
     // 4 images (16x16) with a short last run (6 images), and 3 input channels
-    // (the direct forward and weight gradient, but dx by im2col + GEMM, as 3
-    // is no multiple of 8).
+    // (the direct forward, but dx and dW by im2col + GEMM: 3 is no multiple of 8
+    // and too few channels for the weight-gradient kernel).
     for (int threads : {1, 2}) {
         CAPTURE(threads);
         set_num_threads(threads);
         check_against_naive(2, 8, 32, 32, 16, 3, 1, 1, true);
         check_against_naive(3, 16, 3, 16, 8, 3, 1, 1, false);
         check_against_naive(2, 8, 16, 48, 24, 3, 1, 1, true);
-        check_against_naive(6, 16, 16, 16, 8, 3, 1, 1, true);
+        check_against_naive(6, 16, 16, 16, 16, 3, 1, 1, true);
         check_against_naive(4, 3, 32, 32, 16, 3, 1, 1, true);
-        // The weight gradient's blocks of 8 input channels, then 4, then 1: 13 = 8 + 4 + 1.
+        // The weight gradient's blocks of 8 input channels and a last one of 5.
         check_against_naive(2, 13, 16, 16, 32, 3, 1, 1, true);
         // Narrow images in three shifted copies, a vector spanning 16/W rows
         // (forward and input gradient): 8x8, 4x4, 8 rows of 2, a column of 16.
