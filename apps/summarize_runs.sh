@@ -70,6 +70,8 @@ if [ ${#runs[@]} -ge 2 ]; then
         if (gB[e] < loB) loB = gB[e]; if (gB[e] > hiB) hiB = gB[e]
         if (e > 1 && gmaxA[e] > mA) mA = gmaxA[e]; if (e > 1 && gmaxB[e] > mB) mB = gmaxB[e]
       }
-      printf "- Global gradient norm, epoch means: %s %.2f-%.2f, %s %.2f-%.2f; largest single step after epoch 1: %s %.2f, %s %.2f (epoch 1: %.2f, %.2f).\n", a, loA, hiA, b, loB, hiB, a, mA, b, mB, gmaxA[1], gmaxB[1]
+      printf "- Global gradient norm, epoch means: %s %.2f-%.2f, %s %.2f-%.2f; largest single step in epoch 1: %s %.2f, %s %.2f", a, loA, hiA, b, loB, hiB, a, gmaxA[1], b, gmaxB[1]
+      if (n >= 2) printf "; after epoch 1: %s %.2f, %s %.2f", a, mA, b, mB
+      printf ".\n"
     }' "$dir/$a/metrics.csv" "$dir/$b/metrics.csv"
 fi
