@@ -126,7 +126,7 @@ namespace {
 // Two layouts, two types: the kernels are templates on them, so that the
 // padded layout's j_stride of 1 is a constant folded into the loads' addresses
 // (as a run-time stride it cost a third of the kernel's speed).
-struct Padded {  // one copy, [C, H+2, W+2], for W a multiple of 16
+struct Padded {  // one copy, [C, H+2, W+2]: the tiles' for W a multiple of 16, the weight gradient's always
     int64_t H, W, c_stride, i_stride;
     static constexpr int64_t j_stride = 1;
     Padded(int64_t H_, int64_t W_) : H(H_), W(W_), c_stride((H_ + 2) * (W_ + 2)), i_stride(W_ + 2) {}
