@@ -47,11 +47,14 @@
 // ---------------------------------------------------------------- weight gradient
 //   dw[o, c, i, j] = sum_{n, oh, ow} G[n, o, oh, ow] * xp[n, c, oh + i, ow + j]
 // a sum over pixels. Here the vectors run along 16 OUTPUT channels: G of each
-// image is first transposed to Gt [p][o], then for each pixel one load of
-// Gt[p][o0..o0+15] meets 8 input channels x 3 taps j (for one kernel row i),
-// each input value broadcast: 24 accumulators, 24 FMAs a pixel, and no sums
-// across lanes (a first version with vectors along the pixels had to add up
-// 16 lanes per (channel, tap) and ran 5-35% slower). The accumulators run over
+// image is first transposed to Gt [p][o], then for each pixel two loads of
+// Gt[p][o0..o0+31] meet 4 input channels x 3 taps j (for one kernel row i),
+// each input value broadcast once for both: 24 accumulators, 24 FMAs for 14
+// loads a pixel, and no sums across lanes. (With one vector of 16 output
+// channels and 8 input channels, 25 loads for 24 FMAs, it ran at 105-112
+// GFLOP/s on one thread against 143-164; with O = 16 that is what is left.
+// A first version with vectors along the pixels had to add up 16 lanes per
+// channel and tap.) The accumulators run over
 // a few images at a time (at least 1024 pixels) before they are added into dw.
 // It reads the padded layout (one copy with a border) whatever W is, since the
 // pixels go one by one; O must be a multiple of 16.
@@ -208,34 +211,41 @@ void forward(const Layout& L, const float* x, int64_t C, const float* packed, in
     }
 }
 
-// One block: output channels o0..o0+15, input channels c0..c0+CB-1, kernel
-// row i, over the run's images. xps: the padded images; gt: their Gt [p][O].
-template <int CB>
+// One block: output channels o0..o0+16*OV-1 (OV vectors), input channels
+// c0..c0+CB-1, kernel row i, over the run's images. xps: the padded images;
+// gt: their Gt [p][O]. Each broadcast input value serves OV vectors.
+template <int CB, int OV>
 void weight_grad_block(const Padded& L, const float* xps, const float* gt, int64_t images, int64_t C, int64_t O,
                        int64_t o0, int64_t c0, int64_t i, float* dw) {
     const int64_t H = L.H, W = L.W, P = H * W, K = 9 * C, xsize = C * L.c_stride;
-    __m512 acc[CB][3];
+    __m512 acc[CB][3][OV];
     for (int cc = 0; cc < CB; ++cc)
-        for (int j = 0; j < 3; ++j) acc[cc][j] = _mm512_setzero_ps();
+        for (int j = 0; j < 3; ++j)
+            for (int v = 0; v < OV; ++v) acc[cc][j][v] = _mm512_setzero_ps();
     for (int64_t n = 0; n < images; ++n) {
         const float* g = gt + n * P * O + o0;  // Gt[n][p][o0..]
         const float* xs[CB];                   // xp[n, c0 + cc, i, :]
         for (int cc = 0; cc < CB; ++cc) xs[cc] = xps + n * xsize + (c0 + cc) * L.c_stride + i * L.i_stride;
         for (int64_t oh = 0; oh < H; ++oh)
             for (int64_t ow = 0; ow < W; ++ow) {
-                const __m512 gp = _mm512_loadu_ps(g + (oh * W + ow) * O);  // G[n, o0.., oh, ow]
-                const int64_t q = oh * L.i_stride + ow;                     // xp[n, c, oh + i, ow + j] = xs[cc][q + j]
+                __m512 gp[OV];  // G[n, o0 + 16v.., oh, ow]
+                for (int v = 0; v < OV; ++v) gp[v] = _mm512_loadu_ps(g + (oh * W + ow) * O + 16 * v);
+                const int64_t q = oh * L.i_stride + ow;  // xp[n, c, oh + i, ow + j] = xs[cc][q + j]
                 for (int cc = 0; cc < CB; ++cc)
-                    for (int j = 0; j < 3; ++j) acc[cc][j] = _mm512_fmadd_ps(gp, _mm512_set1_ps(xs[cc][q + j]), acc[cc][j]);
+                    for (int j = 0; j < 3; ++j) {
+                        const __m512 xv = _mm512_set1_ps(xs[cc][q + j]);
+                        for (int v = 0; v < OV; ++v) acc[cc][j][v] = _mm512_fmadd_ps(gp[v], xv, acc[cc][j][v]);
+                    }
             }
     }
     for (int cc = 0; cc < CB; ++cc)
-        for (int j = 0; j < 3; ++j) {  // lane l holds dw[o0 + l, c0 + cc, i, j]
-            alignas(64) float lanes[16];
-            _mm512_store_ps(lanes, acc[cc][j]);
-            const int64_t k = ((c0 + cc) * 3 + i) * 3 + j;
-            for (int l = 0; l < 16; ++l) dw[(o0 + l) * K + k] += lanes[l];
-        }
+        for (int j = 0; j < 3; ++j)
+            for (int v = 0; v < OV; ++v) {  // lane l holds dw[o0 + 16v + l, c0 + cc, i, j]
+                alignas(64) float lanes[16];
+                _mm512_store_ps(lanes, acc[cc][j][v]);
+                const int64_t k = ((c0 + cc) * 3 + i) * 3 + j;
+                for (int l = 0; l < 16; ++l) dw[(o0 + 16 * v + l) * K + k] += lanes[l];
+            }
 }
 
 void weight_grad(const Padded& L, const float* x, const float* dy, int64_t images, int64_t C, int64_t O, float* dw,
@@ -250,17 +260,31 @@ void weight_grad(const Padded& L, const float* x, const float* dy, int64_t image
             for (int64_t o = 0; o < O; ++o)
                 for (int64_t p = p0; p < std::min(P, p0 + 16); ++p) t[p * O + o] = g[o * P + p];
     }
+    // 24 accumulators: 32 output channels x 4 input channels x 3 taps where O
+    // allows (each broadcast then feeds 2 FMAs), else 16 x 8 x 3; the last
+    // block of input channels takes what is left.
+    if (O % 32 == 0) {
+        for (int64_t o0 = 0; o0 < O; o0 += 32)
+            for (int64_t c0 = 0; c0 < C; c0 += 4)
+                for (int64_t i = 0; i < 3; ++i) switch (std::min<int64_t>(4, C - c0)) {
+                        case 4: weight_grad_block<4, 2>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                        case 3: weight_grad_block<3, 2>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                        case 2: weight_grad_block<2, 2>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                        default: weight_grad_block<1, 2>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    }
+        return;
+    }
     for (int64_t o0 = 0; o0 < O; o0 += 16)
-        for (int64_t c0 = 0; c0 < C; c0 += 8)  // 8 input channels a block, the last one what is left
+        for (int64_t c0 = 0; c0 < C; c0 += 8)
             for (int64_t i = 0; i < 3; ++i) switch (std::min<int64_t>(8, C - c0)) {
-                    case 8: weight_grad_block<8>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    case 7: weight_grad_block<7>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    case 6: weight_grad_block<6>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    case 5: weight_grad_block<5>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    case 4: weight_grad_block<4>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    case 3: weight_grad_block<3>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    case 2: weight_grad_block<2>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    default: weight_grad_block<1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    case 8: weight_grad_block<8, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    case 7: weight_grad_block<7, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    case 6: weight_grad_block<6, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    case 5: weight_grad_block<5, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    case 4: weight_grad_block<4, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    case 3: weight_grad_block<3, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    case 2: weight_grad_block<2, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
+                    default: weight_grad_block<1, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
                 }
 }
 
