@@ -193,8 +193,12 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and agains
         check_against_naive(2, 8, 16, 48, 24, 3, 1, 1, true);
         check_against_naive(6, 16, 16, 16, 16, 3, 1, 1, true);
         check_against_naive(4, 3, 32, 32, 16, 3, 1, 1, true);
-        // The weight gradient's blocks of 8 input channels and a last one of 5.
+        // The weight gradient's blocks: 4 input channels x 32 outputs with a
+        // last block of 1, 2 or 3 input channels; 8 x 16 outputs with a last of 5.
         check_against_naive(2, 13, 16, 16, 32, 3, 1, 1, true);
+        check_against_naive(2, 10, 16, 16, 32, 3, 1, 1, false);
+        check_against_naive(2, 11, 8, 8, 64, 3, 1, 1, true);
+        check_against_naive(2, 13, 16, 16, 16, 3, 1, 1, true);
         // Narrow images in three shifted copies, a vector spanning 16/W rows
         // (forward and input gradient): 8x8, 4x4, 8 rows of 2, a column of 16.
         check_against_naive(5, 16, 8, 8, 16, 3, 1, 1, true);
