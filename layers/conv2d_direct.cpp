@@ -250,6 +250,16 @@ void weight_grad_block(const Padded& L, const float* xps, const float* gt, int64
             }
 }
 
+// weight_grad_block<n, OV> for a block of n <= CB input channels known only at
+// run time (the last block of a layer).
+template <int CB, int OV>
+void weight_grad_blocks(int64_t n, const Padded& L, const float* xps, const float* gt, int64_t images, int64_t C,
+                        int64_t O, int64_t o0, int64_t c0, int64_t i, float* dw) {
+    if constexpr (CB > 1)
+        if (n < CB) return weight_grad_blocks<CB - 1, OV>(n, L, xps, gt, images, C, O, o0, c0, i, dw);
+    weight_grad_block<CB, OV>(L, xps, gt, images, C, O, o0, c0, i, dw);
+}
+
 void weight_grad(const Padded& L, const float* x, const float* dy, int64_t images, int64_t C, int64_t O, float* dw,
                  float* scratch) {
     const int64_t P = L.H * L.W, xsize = C * L.c_stride;
@@ -265,29 +275,15 @@ void weight_grad(const Padded& L, const float* x, const float* dy, int64_t image
     // 24 accumulators: 32 output channels x 4 input channels x 3 taps where O
     // allows (each broadcast then feeds 2 FMAs), else 16 x 8 x 3; the last
     // block of input channels takes what is left.
-    if (O % 32 == 0) {
-        for (int64_t o0 = 0; o0 < O; o0 += 32)
-            for (int64_t c0 = 0; c0 < C; c0 += 4)
-                for (int64_t i = 0; i < 3; ++i) switch (std::min<int64_t>(4, C - c0)) {
-                        case 4: weight_grad_block<4, 2>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                        case 3: weight_grad_block<3, 2>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                        case 2: weight_grad_block<2, 2>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                        default: weight_grad_block<1, 2>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    }
-        return;
-    }
-    for (int64_t o0 = 0; o0 < O; o0 += 16)
-        for (int64_t c0 = 0; c0 < C; c0 += 8)
-            for (int64_t i = 0; i < 3; ++i) switch (std::min<int64_t>(8, C - c0)) {
-                    case 8: weight_grad_block<8, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    case 7: weight_grad_block<7, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    case 6: weight_grad_block<6, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    case 5: weight_grad_block<5, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    case 4: weight_grad_block<4, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    case 3: weight_grad_block<3, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    case 2: weight_grad_block<2, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                    default: weight_grad_block<1, 1>(L, scratch, gt, images, C, O, o0, c0, i, dw); break;
-                }
+    const bool two = O % 32 == 0;
+    const int64_t ob = two ? 32 : 16, cb = two ? 4 : 8;
+    for (int64_t o0 = 0; o0 < O; o0 += ob)
+        for (int64_t c0 = 0; c0 < C; c0 += cb)
+            for (int64_t i = 0; i < 3; ++i) {
+                const int64_t n = std::min(cb, C - c0);
+                if (two) weight_grad_blocks<4, 2>(n, L, scratch, gt, images, C, O, o0, c0, i, dw);
+                else weight_grad_blocks<8, 1>(n, L, scratch, gt, images, C, O, o0, c0, i, dw);
+            }
 }
 
 }  // namespace
