@@ -471,7 +471,7 @@ struct Conv2dBackward : Node {
         std::vector<float*> col = scratch_buffers(0, threads, need_col ? K * G * rows * g.Wo : 0);
         // Per-thread partial sums, [O*K] for dW then [O] for db, summed at the end.
         std::vector<float*> part = scratch_buffers(1, threads, O * K + O);
-        std::vector<float*> grp = scratch_buffers(2, threads, G > 1 ? O * G * P : 0);
+        std::vector<float*> grp = scratch_buffers(2, threads, G > 1 && (gemm_dw || gemm_dx) ? O * G * P : 0);
         std::vector<float*> pad = scratch_buffers(
             4, threads,
             direct_dw ? direct3x3_weight_grad_scratch_floats(g.C, O, g.H, g.W) : 0);
@@ -497,6 +497,7 @@ struct Conv2dBackward : Node {
                 if (gemm_dx && !g.pointwise())  // col2im adds into dx
                     std::fill(dx.data() + n0 * CHW, dx.data() + (n0 + gn) * CHW, 0.f);
 
+                if (!gemm_dw && !gemm_dx) continue;  // the direct kernels below do dW and dx
                 if (G > 1) {  // a group: G_grp = [G_n0 | G_n0+1 | ...] as [O, gn*P], col likewise
                     const int64_t ld = gn * P;
                     float* Gg = grp[t];
