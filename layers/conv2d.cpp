@@ -46,6 +46,13 @@
 // Each thread works through its images in such chunks (a band of one image,
 // or G images); images of medium size are one chunk each.
 //
+// ---------------------------------------------------------------- direct kernels
+// Most 3x3 convolutions with stride 1 and padding 1 (every one of the
+// reference CNN) skip im2col and the GEMM altogether: conv2d_direct.h computes
+// their output, input gradient and weight gradient straight from the images
+// (see direct_forward() and its two siblings for which ones). Everything
+// below is the general path, and the path of every build without AVX-512.
+//
 // Scratch memory (the col buffers, the per-thread partial dW and db)
 // is kept between calls and grown, never shrunk: a training loop allocates
 // no big scratch buffer after its first step.
@@ -99,20 +106,17 @@ bool parallel_over_images(const ConvGeometry& g) {
     return threads > 1 && g.N >= threads && g.N * flops_per_image > (int64_t{1} << 22);
 }
 
-// The 3x3 "same" convolutions whose output (forward), input gradient or
-// weight gradient the direct kernels of conv2d_direct.h compute without im2col.
-bool direct_forward(const ConvGeometry& g) {
-    return g.kh == 3 && g.kw == 3 && g.s == 1 && g.p == 1 && direct3x3_supported(g.O, g.H, g.W);
-}
-bool direct_input_grad(const ConvGeometry& g) {
-    return g.kh == 3 && g.kw == 3 && g.s == 1 && g.p == 1 && direct3x3_supported(g.C, g.H, g.W);
-}
+// The 3x3 "same" convolutions (stride 1, padding 1) whose output (forward),
+// input gradient or weight gradient the direct kernels of conv2d_direct.h
+// compute without im2col.
+bool same3x3(const ConvGeometry& g) { return g.kh == 3 && g.kw == 3 && g.s == 1 && g.p == 1; }
+bool direct_forward(const ConvGeometry& g) { return same3x3(g) && direct3x3_supported(g.O, g.H, g.W); }
+bool direct_input_grad(const ConvGeometry& g) { return same3x3(g) && direct3x3_supported(g.C, g.H, g.W); }
 // (With fewer than 8 input channels, as the first layer's 3, the kernel has
 // too few accumulators to keep the FMA units busy: the reference CNN's first
 // layer took 12-15 ms forward + backward that way against 7-8 with im2col + GEMM.)
 bool direct_weight_grad(const ConvGeometry& g) {
-    return g.kh == 3 && g.kw == 3 && g.s == 1 && g.p == 1 && g.C >= 8 &&
-           direct3x3_weight_grad_supported(g.O, g.H, g.W);
+    return same3x3(g) && g.C >= 8 && direct3x3_weight_grad_supported(g.O, g.H, g.W);
 }
 
 // Fewer images than threads (inference at batch 1): each image's convolution
