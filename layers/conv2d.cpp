@@ -152,6 +152,14 @@ std::vector<float*> scratch_buffers(int slot, int threads, int64_t floats) {
     return out;
 }
 
+// The weights packed for the direct kernel (conv2d_direct.h), in scratch slot 3:
+// as they are for the forward, flipped and transposed for the input gradient.
+const float* packed_weights(const ConvGeometry& g, const float* Wt, bool transposed) {
+    float* packed = scratch_buffers(3, 1, direct3x3_packed_floats(g.O, g.C))[0];
+    pack3x3_weights(Wt, g.O, g.C, transposed, packed);
+    return packed;
+}
+
 int64_t ceil_div(int64_t a, int64_t b) { return a >= 0 ? (a + b - 1) / b : -((-a) / b); }
 
 // The output positions o in [0, n_out) whose input position o*s - p + k lies
@@ -312,8 +320,7 @@ bool split_by_columns(const ConvGeometry& g, int threads) {
 void forward_split_each_image(const ConvGeometry& g, const float* X, const float* Wt, const float* b, float* Y) {
     const int threads = omp_get_max_threads();
     if (direct_forward(g)) {  // by output channels, each thread on its panels of 8 (conv2d_direct.h)
-        float* packed = scratch_buffers(3, 1, direct3x3_packed_floats(g.O, g.C))[0];
-        pack3x3_weights(Wt, g.O, g.C, /*transposed=*/false, packed);
+        const float* packed = packed_weights(g, Wt, /*transposed=*/false);
         std::vector<float*> pad = scratch_buffers(4, threads, direct3x3_scratch_floats(g.C, g.H, g.W));
         const int64_t K = g.K(), P = g.P();
 #pragma omp parallel num_threads(threads)
@@ -568,8 +575,7 @@ struct Conv2dBackward : Node {
             }
         }
         if (direct_dx) {  // dx[n] = conv(G_n, W flipped and transposed): see conv2d_direct.cpp
-            float* packed = scratch_buffers(3, 1, direct3x3_packed_floats(O, g.C))[0];
-            pack3x3_weights(Wt, O, g.C, /*transposed=*/true, packed);
+            const float* packed = packed_weights(g, Wt, /*transposed=*/true);
             pad = scratch_buffers(4, threads, direct3x3_scratch_floats(O, g.H, g.W));
 #pragma omp parallel for num_threads(threads) schedule(static) if (par)
             for (int64_t n = 0; n < g.N; ++n)
@@ -654,8 +660,7 @@ static void forward_over_images(const ConvGeometry& g, const float* X, const flo
 static void forward_direct(const ConvGeometry& g, const float* X, const float* Wt, const float* b, float* Y) {
     const bool par = parallel_over_images(g);
     const int threads = par ? omp_get_max_threads() : 1;
-    float* packed = scratch_buffers(3, 1, direct3x3_packed_floats(g.O, g.C))[0];
-    pack3x3_weights(Wt, g.O, g.C, /*transposed=*/false, packed);
+    const float* packed = packed_weights(g, Wt, /*transposed=*/false);
     std::vector<float*> pad = scratch_buffers(4, threads, direct3x3_scratch_floats(g.C, g.H, g.W));
 #pragma omp parallel for num_threads(threads) schedule(static) if (par)
     for (int64_t n = 0; n < g.N; ++n)

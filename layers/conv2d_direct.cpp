@@ -77,7 +77,6 @@ bool g_enabled = true;
 }  // namespace
 
 void set_direct3x3_enabled(bool on) { g_enabled = on; }
-bool direct3x3_enabled() { return g_enabled; }
 
 bool direct3x3_supported(int64_t out_channels, int64_t H, int64_t W) {
 #if defined(__AVX512F__)

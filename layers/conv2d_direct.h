@@ -19,7 +19,6 @@ bool direct3x3_supported(int64_t out_channels, int64_t H, int64_t W);
 // Off switch (default on), for tests that compare both paths and for
 // benchmarks. Not thread-safe: set it before convolving.
 void set_direct3x3_enabled(bool on);
-bool direct3x3_enabled();
 
 // Floats of the packed weight panels, and of the padded-input scratch that
 // conv3x3_direct needs for a C x H x W input.
