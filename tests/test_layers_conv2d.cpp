@@ -1,6 +1,8 @@
 // Conv2d: PyTorch parity (4 cases), gradcheck of every variant, the parallel
 // and 1x1 paths against a naive direct convolution, errors.
 #include <array>
+#include <cmath>
+#include <vector>
 
 #include "core/autograd.h"
 #include "core/parallel.h"
@@ -20,27 +22,24 @@ struct ConvCase {
 };
 
 // The definition, with loops: y[n,o,oh,ow] = b[o] + sum_{c,i,j} w[o,c,i,j] x[n,c,oh*s-p+i,ow*s-p+j],
-// and its gradients for an upstream dy, accumulated the obvious way.
+// and its gradients for an upstream dy, accumulated the obvious way, in double
+// (so that it is also the reference for the rounding error of the fast paths).
 struct NaiveConv {
     Tensor y, dx, dw, db;
     NaiveConv(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& dy, int64_t s, int64_t p) {
         const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
         const int64_t O = w.size(0), kh = w.size(2), kw = w.size(3);
         const int64_t Ho = (H + 2 * p - kh) / s + 1, Wo = (W + 2 * p - kw) / s + 1;
-        y = Tensor::zeros({N, O, Ho, Wo});
-        dx = Tensor::zeros(x.shape());
-        dw = Tensor::zeros(w.shape());
-        db = Tensor::zeros({O});
+        std::vector<double> sy(N * O * Ho * Wo), sdx(x.numel()), sdw(w.numel()), sdb(O);
         const float *px = x.data(), *pw = w.data(), *pdy = dy.data();
-        float *py = y.data(), *pdx = dx.data(), *pdw = dw.data(), *pdb = db.data();
         for (int64_t n = 0; n < N; ++n)
             for (int64_t o = 0; o < O; ++o)
                 for (int64_t oh = 0; oh < Ho; ++oh)
                     for (int64_t ow = 0; ow < Wo; ++ow) {
                         const int64_t yi = ((n * O + o) * Ho + oh) * Wo + ow;
                         double acc = b.defined() ? b.data()[o] : 0.0;
-                        const float g = pdy[yi];
-                        pdb[o] += g;
+                        const double g = pdy[yi];
+                        sdb[o] += g;
                         for (int64_t c = 0; c < C; ++c)
                             for (int64_t i = 0; i < kh; ++i)
                                 for (int64_t j = 0; j < kw; ++j) {
@@ -49,13 +48,29 @@ struct NaiveConv {
                                     const int64_t xi = ((n * C + c) * H + ih) * W + iw;
                                     const int64_t wi = ((o * C + c) * kh + i) * kw + j;
                                     acc += double(pw[wi]) * px[xi];
-                                    pdx[xi] += g * pw[wi];
-                                    pdw[wi] += g * px[xi];
+                                    sdx[xi] += g * pw[wi];
+                                    sdw[wi] += g * px[xi];
                                 }
-                        py[yi] = static_cast<float>(acc);
+                        sy[yi] = acc;
                     }
+        auto to_tensor = [](const std::vector<double>& v, Shape shape) {
+            Tensor t = Tensor::empty(std::move(shape));
+            for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = static_cast<float>(v[i]);
+            return t;
+        };
+        y = to_tensor(sy, {N, O, Ho, Wo});
+        dx = to_tensor(sdx, x.shape());
+        dw = to_tensor(sdw, w.shape());
+        db = to_tensor(sdb, {O});
     }
 };
+
+// Root mean square of a - b.
+double rms_diff(const Tensor& a, const Tensor& b) {
+    double s = 0;
+    for (int64_t i = 0; i < a.numel(); ++i) s += (double(a.data()[i]) - b.data()[i]) * (double(a.data()[i]) - b.data()[i]);
+    return std::sqrt(s / static_cast<double>(a.numel()));
+}
 
 void check_against_naive(int64_t N, int64_t C, int64_t H, int64_t W, int64_t O, int64_t k, int64_t s, int64_t p,
                          bool bias) {
@@ -230,6 +245,53 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and agains
         check_close(out[1][1], out[0][1], 1e-5, 1e-5, "dx");
         check_close(out[1][2], out[0][2], 1e-5, 1e-4, "dw");
         check_close(out[1][3], out[0][3], 1e-5, 1e-4, "db");
+    }
+    set_num_threads(saved);
+}
+
+// The direct kernels must round no worse than im2col + GEMM: near a ReLU's
+// kink or a max-pool tie, a larger error sends the gradient down the other
+// branch more often (conv2d_direct.cpp, "rounding"). Measured against the
+// definition in double, as the rms error over the output, the input gradient
+// and the weight gradient of 3x3 convolutions of the reference CNN's sizes
+// (9 * 128 = 1152 products per output; in one chain, the forward and the input
+// gradient rounded 1.9-2.5x worse than the GEMM).
+TEST_CASE("layers: Conv2d's direct 3x3 kernels round no worse than im2col + GEMM") {
+    if (!direct3x3_supported(8, 16, 16)) {
+        MESSAGE("this build has no AVX-512: the direct 3x3 kernels are not used, nothing to test");
+        return;
+    }
+    const int saved = get_num_threads();
+    Generator g(5);
+    // ReLU outputs (non-negative, as every inner layer of the CNN sees) and
+    // weights of PyTorch's default scale 1/sqrt(fan_in).
+    Tensor x = Tensor::uniform({2, 128, 16, 16}, 0.f, 1.f, &g).requires_grad_();
+    const float bound = 1.f / std::sqrt(9.f * 128.f);
+    Tensor w = Tensor::uniform({128, 128, 3, 3}, -bound, bound, &g).requires_grad_();
+    Tensor b = Tensor::uniform({128}, -bound, bound, &g).requires_grad_();
+    Tensor dy = Tensor::uniform({2, 128, 16, 16}, -1.f, 1.f, &g);
+    const NaiveConv ref(x, w, b, dy, 1, 1);
+    for (int threads : {1, 2}) {
+        CAPTURE(threads);
+        set_num_threads(threads);
+        double err[2][3];  // [direct][y, dx, dw]
+        for (bool direct : {true, false}) {
+            set_direct3x3_enabled(direct);
+            x.zero_grad(), w.zero_grad(), b.zero_grad();
+            Tensor y = conv2d(x, w, b, 1, 1);
+            y.backward(dy);
+            err[direct][0] = rms_diff(y, ref.y);
+            err[direct][1] = rms_diff(x.grad(), ref.dx);
+            err[direct][2] = rms_diff(w.grad(), ref.dw);
+        }
+        set_direct3x3_enabled(true);
+        const char* what[3] = {"y", "dx", "dw"};
+        for (int k = 0; k < 3; ++k) {
+            CAPTURE(what[k]);
+            CAPTURE(err[1][k]);
+            CAPTURE(err[0][k]);
+            CHECK(err[1][k] <= 1.25 * err[0][k]);
+        }
     }
     set_num_threads(saved);
 }
