@@ -10,6 +10,7 @@
 // backward that mixes up elements, drops a term, or gets a sign wrong fails.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -23,12 +24,19 @@ struct GradcheckOptions {
     double atol = 1e-3;  // pass if |analytic - numeric| <= atol + rtol * |numeric|
     double rtol = 1e-2;
     uint64_t seed = 1234;  // for the weights w
+    // For a function with kinks (ReLU, max-pool): the smooth piece its last
+    // evaluation lay on, e.g. a hash of its ReLU masks and max-pool choices.
+    // An element whose x + eps or x - eps evaluation lies on another piece
+    // than x itself is skipped (counted in `skipped`): across a kink, the
+    // difference quotient is no derivative.
+    std::function<uint64_t()> piece;
 };
 
 struct GradcheckResult {
     bool ok = true;
     std::string message;  // the first mismatch: input, element, both values
     double max_abs_error = 0;
+    int64_t checked = 0, skipped = 0;  // elements compared, and skipped at a kink (see piece)
 };
 
 using TensorFn = std::function<Tensor(const std::vector<Tensor>&)>;

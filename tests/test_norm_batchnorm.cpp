@@ -1,10 +1,15 @@
 // BatchNorm1d / BatchNorm2d: parity with PyTorch 1.13 fixtures, gradcheck in
 // training and eval mode at several batch sizes, PyTorch's conventions for the
 // buffers, errors, and frozen statistics.
+#include <cmath>
 #include <memory>
 #include <optional>
 
 #include "layers/batchnorm.h"
+#include "layers/conv2d.h"
+#include "layers/conv2d_direct.h"
+#include "layers/linear.h"
+#include "layers/pooling.h"
 #include "test_norm_common.h"
 
 using namespace minnow;
@@ -103,6 +108,86 @@ TEST_CASE("norm: BatchNorm gradcheck in training mode, batch sizes 2, 3, 16, 1d 
         copy_(bn->weight, g);
         copy_(bn->bias, b);
         expect_gradcheck([&](auto& v) { return bn->forward(v[0]); }, {x}, "module train " + shape_str(s));
+    }
+}
+
+// A small BatchNorm network, the reference CNN in miniature: conv, BatchNorm,
+// ReLU, conv, BatchNorm, ReLU, max-pool, linear, in training mode at batches
+// 2 and 3, every input and parameter checked against finite differences. The
+// second convolution (16 -> 16 channels, 4x4) takes the direct 3x3 kernels
+// where the build has them (forward, input and weight gradient), and again
+// with them switched off. Finite differences across a kink of ReLU or max-pool
+// measure no derivative: the data keep clear of the kinks, and the few
+// elements whose step still crosses one are skipped.
+TEST_CASE("norm: gradcheck of a small BatchNorm network at batches 2 and 3") {
+    Generator gen(21);
+    for (int64_t n : {2, 3}) {
+        CAPTURE(n);
+        // The network, the smooth piece its last evaluation lay on (which ReLU
+        // inputs were positive, which pixel each max-pool window took) and how
+        // close it came to a kink (the smallest |ReLU input| and the smallest
+        // gap between the two largest values of a window with a positive maximum).
+        uint64_t piece = 0;
+        double margin = 0;
+        auto relu_piece = [&](const Tensor& a) {
+            for (int64_t i = 0; i < a.numel(); ++i) {
+                piece = (piece ^ uint64_t{a.data()[i] > 0.f}) * 1099511628211ull;  // FNV-1a
+                margin = std::min(margin, std::fabs(static_cast<double>(a.data()[i])));
+            }
+        };
+        auto pool_piece = [&](const Tensor& h, const Tensor& indices, const Tensor& out) {
+            const int64_t planes = h.size(0) * h.size(1), in = h.size(2) * h.size(3), o = out.numel() / planes;
+            for (int64_t i = 0; i < out.numel(); ++i) {
+                const int64_t pl = i / o, oh = (i % o) / out.size(3), ow = i % out.size(3);
+                piece = (piece ^ static_cast<uint64_t>(indices.data()[i])) * 1099511628211ull;
+                if (!(out.data()[i] > 0.f)) continue;
+                for (int64_t di = 0; di < 2; ++di)
+                    for (int64_t dj = 0; dj < 2; ++dj) {
+                        const int64_t at = (2 * oh + di) * h.size(3) + 2 * ow + dj;
+                        if (at != static_cast<int64_t>(indices.data()[i]))
+                            margin = std::min(margin, static_cast<double>(out.data()[i]) - h.data()[pl * in + at]);
+                    }
+            }
+        };
+        auto net = [&](const std::vector<Tensor>& v) {
+            piece = 14695981039346656037ull;
+            margin = 1e30;
+            Tensor a1 = batch_norm(conv2d(v[0], v[1], v[2], 1, 1), Tensor(), Tensor(), v[5], v[6], true);
+            Tensor a2 = batch_norm(conv2d(relu(a1), v[3], v[4], 1, 1), Tensor(), Tensor(), v[7], v[8], true);
+            Tensor h = relu(a2);
+            MaxPoolResult pooled = max_pool2d_with_indices(h, 2);
+            relu_piece(a1), relu_piece(a2), pool_piece(h, pooled.indices, pooled.output);
+            return linear(pooled.output.flatten(1), v[9], v[10]);
+        };
+        // Inputs and parameters whose forward keeps 1e-3 from every kink, so
+        // that few steps of the finite differences (1e-3) cross one.
+        std::vector<Tensor> inputs;
+        for (int attempt = 0; attempt < 200 && !(margin >= 1e-3); ++attempt) {
+            inputs = {Tensor::normal({n, 3, 4, 4}, 0.f, 1.f, &gen).requires_grad_(),
+                      Tensor::uniform({16, 3, 3, 3}, -0.3f, 0.3f, &gen).requires_grad_(),   // conv 1
+                      Tensor::uniform({16}, -0.2f, 0.2f, &gen).requires_grad_(),
+                      Tensor::uniform({16, 16, 3, 3}, -0.1f, 0.1f, &gen).requires_grad_(),  // conv 2
+                      Tensor::uniform({16}, -0.1f, 0.1f, &gen).requires_grad_(),
+                      param(16, gen, 0.5f, 1.5f), param(16, gen, -0.5f, 0.5f),              // BatchNorm 1
+                      param(16, gen, 0.5f, 1.5f), param(16, gen, -0.5f, 0.5f),              // BatchNorm 2
+                      Tensor::uniform({5, 64}, -0.2f, 0.2f, &gen).requires_grad_(),         // linear
+                      Tensor::uniform({5}, -0.1f, 0.1f, &gen).requires_grad_()};
+            NoGradGuard no_grad;
+            net(inputs);
+        }
+        REQUIRE(margin >= 1e-3);
+        GradcheckOptions o;
+        o.eps = 1e-3;
+        o.piece = [&piece] { return piece; };
+        for (bool direct : {true, false}) {
+            CAPTURE(direct);
+            set_direct3x3_enabled(direct);
+            GradcheckResult r = gradcheck(net, inputs, o);
+            CHECK_MESSAGE(r.ok, r.message);
+            CAPTURE(r.skipped);
+            CHECK(r.checked >= 9 * (r.checked + r.skipped) / 10);  // nearly every element is compared
+        }
+        set_direct3x3_enabled(true);
     }
 }
 
