@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -37,19 +38,42 @@ const Tensor& SafetensorsFile::get(const std::string& name) const {
 // aarch64), which lets the data be copied as is.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes a little-endian host");
 
+// The format's rules, as the reference implementation (huggingface/safetensors)
+// enforces them: a header of at most 100,000,000 bytes holding a JSON object,
+// each tensor named once, integer shapes and offsets, and data offsets that,
+// sorted, tile the data buffer exactly: the first starts at 0, each starts
+// where the previous one ended, the last ends at the end of the file.
+static constexpr uint64_t kMaxHeaderBytes = 100000000;
+
 SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::string& name) {
     auto fail = [&](const std::string& what) -> Error { return Error(name + ": not a valid safetensors file: " + what); };
     if (size < 8) throw fail("only " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
     uint64_t n = 0;
     std::memcpy(&n, bytes, 8);
+    if (n > kMaxHeaderBytes)
+        throw fail("header length " + std::to_string(n) + " is over the format's limit of " +
+                   std::to_string(kMaxHeaderBytes) + " bytes");
     if (n > size - 8) throw fail("header length " + std::to_string(n) + " runs past the end of the file (" +
                                  std::to_string(size) + " bytes)");
     nlohmann::json header;
+    std::string duplicate;
     try {
-        header = nlohmann::json::parse(bytes + 8, bytes + 8 + n);
+        // nlohmann keeps the last of two equal keys without a word: the
+        // callback sees every key of the top-level object and notes a repeat.
+        std::vector<std::string> keys;
+        auto watch_keys = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+            if (depth == 1 && event == nlohmann::json::parse_event_t::key) {
+                const std::string key = parsed.get<std::string>();
+                if (std::find(keys.begin(), keys.end(), key) != keys.end() && duplicate.empty()) duplicate = key;
+                keys.push_back(key);
+            }
+            return true;
+        };
+        header = nlohmann::json::parse(bytes + 8, bytes + 8 + n, watch_keys);
     } catch (const std::exception& e) {
         throw fail(std::string("header is not JSON (") + e.what() + ")");
     }
+    if (!duplicate.empty()) throw fail("the header names '" + duplicate + "' twice");
     if (!header.is_object()) throw fail("header is not a JSON object");
     const uint8_t* data = bytes + 8 + n;
     const size_t data_size = size - 8 - n;
@@ -77,7 +101,9 @@ SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::
             else throw fail("tensor '" + key + "' has dtype " + dt + " (minnow reads F32, F64 and I64)");
             Shape shape;
             uint64_t count = 1;
+            if (!info.at("shape").is_array()) throw fail("tensor '" + key + "': shape is not a list");
             for (const auto& d : info.at("shape")) {
+                if (!d.is_number_integer()) throw fail("tensor '" + key + "' has a shape entry that is no integer");
                 const int64_t v = d.get<int64_t>();
                 if (v < 0 || (v > 0 && count > (uint64_t{1} << 40) / static_cast<uint64_t>(v)))
                     throw fail("tensor '" + key + "' has a bad shape");
@@ -85,7 +111,8 @@ SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::
                 count *= static_cast<uint64_t>(v);
             }
             const auto& off = info.at("data_offsets");
-            if (!off.is_array() || off.size() != 2) throw fail("tensor '" + key + "': data_offsets is not [begin, end]");
+            if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
+                throw fail("tensor '" + key + "': data_offsets is not [begin, end] of two non-negative integers");
             const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
             if (b > e || e > data_size)
                 throw fail("tensor '" + key + "': data_offsets [" + std::to_string(b) + ", " + std::to_string(e) +
@@ -118,14 +145,24 @@ SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::
             throw fail("entry '" + key + "' is malformed (" + e.what() + ")");
         }
     }
-    // Offsets must not overlap (the format forbids it; overlapping data is a sign of corruption).
+    // Sorted by offset, the tensors tile the data: no gap, no overlap, nothing after the last.
     std::vector<size_t> order(ranges.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ranges[a].first < ranges[b].first; });
-    for (size_t i = 1; i < order.size(); ++i)
-        if (ranges[order[i]].first < ranges[order[i - 1]].second)
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ranges[a] < ranges[b]; });
+    uint64_t end = 0;
+    for (size_t i = 0; i < order.size(); ++i) {
+        const auto [b, e] = ranges[order[i]];
+        if (b < end)
             throw fail("tensors '" + file.tensors[order[i - 1]].name + "' and '" + file.tensors[order[i]].name +
                        "' overlap");
+        if (b > end)
+            throw fail("tensor '" + file.tensors[order[i]].name + "' starts at data byte " + std::to_string(b) +
+                       ", leaving bytes " + std::to_string(end) + ".." + std::to_string(b) + " unused");
+        end = e;
+    }
+    if (end != data_size)
+        throw fail("the tensors cover " + std::to_string(end) + " of the " + std::to_string(data_size) +
+                   " data bytes (trailing bytes, or a file of another format)");
     std::vector<TensorEntry> sorted;
     for (size_t i : order) sorted.push_back(std::move(file.tensors[i]));
     file.tensors = std::move(sorted);
@@ -133,6 +170,10 @@ SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {
+    std::error_code ec;
+    if (std::filesystem::exists(path, ec) && !std::filesystem::is_regular_file(path, ec))
+        throw Error(path + ": is " + (std::filesystem::is_directory(path, ec) ? "a directory" : "not a regular file") +
+                    ", not a safetensors file");
     std::ifstream in(path, std::ios::binary | std::ios::ate);
     if (!in) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
     const std::streamsize size = in.tellg();

@@ -1,6 +1,7 @@
 // Module: names, parameters vs buffers, train/eval, state_dict round trips
 // through safetensors and the errors of a bad load.
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -142,6 +143,61 @@ TEST_CASE("module: truncated and corrupt safetensors files are clear errors") {
     std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), {});
     for (size_t cut = 0; cut < bytes.size(); cut += 7) CHECK_THROWS_AS(parse_safetensors(bytes.data(), cut, "cut"), Error);
     std::filesystem::remove(path);
+}
+
+// A safetensors file from its header text and data bytes (the header padded
+// with spaces to 8 bytes, as the reference writer does).
+static std::vector<uint8_t> safetensors_bytes(std::string header, size_t data_bytes) {
+    header.append((8 - header.size() % 8) % 8, ' ');
+    std::vector<uint8_t> bytes(8 + header.size() + data_bytes, 0);
+    const uint64_t n = header.size();
+    std::memcpy(bytes.data(), &n, 8);
+    std::memcpy(bytes.data() + 8, header.data(), header.size());
+    return bytes;
+}
+
+static std::string parse_error(const std::vector<uint8_t>& bytes) {
+    try {
+        parse_safetensors(bytes.data(), bytes.size(), "f.safetensors");
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+TEST_CASE("module: the safetensors reader follows the format's rules") {
+    const std::string a = R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
+    const std::string b = R"("b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]})";
+    CHECK(parse_error(safetensors_bytes("{" + a + "," + b + "}", 12)).empty());
+    CHECK(parse_error(safetensors_bytes("{}", 0)).empty());  // no tensors at all is a valid file
+    // each name once
+    CHECK(parse_error(safetensors_bytes("{" + a + "," + a + "}", 8)).find("names 'a' twice") != std::string::npos);
+    // integer offsets and shapes
+    CHECK(parse_error(safetensors_bytes(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8.5]}})", 8))
+              .find("two non-negative integers") != std::string::npos);
+    CHECK(parse_error(safetensors_bytes(R"({"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", 8))
+              .find("no integer") != std::string::npos);
+    // the offsets tile the data: a gap, an overlap, bytes after the last tensor
+    CHECK(parse_error(safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8))
+              .find("unused") != std::string::npos);
+    CHECK(parse_error(safetensors_bytes("{" + a + R"(,"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8))
+              .find("overlap") != std::string::npos);
+    CHECK(parse_error(safetensors_bytes("{" + a + "}", 12)).find("cover 8 of the 12") != std::string::npos);
+    // a header over the reference implementation's 100,000,000 bytes, whatever the file holds
+    std::vector<uint8_t> huge = safetensors_bytes("{}", 0);
+    const uint64_t n = 200000000;
+    std::memcpy(huge.data(), &n, 8);
+    CHECK(parse_error(huge).find("over the format's limit") != std::string::npos);
+    // a directory where a file is expected
+    const std::string dir = temp_file("a_directory.safetensors");
+    std::filesystem::create_directories(dir);
+    try {
+        load_safetensors(dir);
+        FAIL("no error");
+    } catch (const Error& e) {
+        CHECK(std::string(e.what()).find("is a directory") != std::string::npos);
+    }
+    std::filesystem::remove(dir);
 }
 
 TEST_CASE("module: forward hooks see every module's output") {
