@@ -215,6 +215,19 @@ ImageSet load_cifar10(const std::string& root, bool train, const std::string& ca
                     "cifar-10-batches-bin/) nor train/ and test/ image folders");
 
     const ImageFolderListing listing = list_image_folder((r / split).string());
+    // Labels are indices into the sorted class folders: a test/ whose folders
+    // are named otherwise than train/'s would label its images wrongly.
+    if (has_other) {
+        const std::vector<std::string> others = image_folder_classes((r / other).string());
+        if (others != listing.class_names) {
+            size_t i = 0;
+            while (i < others.size() && i < listing.class_names.size() && others[i] == listing.class_names[i]) ++i;
+            auto at = [&](const std::vector<std::string>& v) { return i < v.size() ? "'" + v[i] + "'" : "nothing"; };
+            throw Error(root + ": the class folders of train/ and test/ differ (class " + std::to_string(i) + " is " +
+                        at(train ? listing.class_names : others) + " in train/ and " +
+                        at(train ? others : listing.class_names) + " in test/); both splits need the same classes");
+        }
+    }
     if (listing.class_names.size() != 10)
         throw Error(listing.root + ": has " + std::to_string(listing.class_names.size()) +
                     " class folders, CIFAR-10 has 10");

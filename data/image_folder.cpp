@@ -160,15 +160,21 @@ std::vector<Entry> sorted_entries(const std::string& dir) {
 }
 }  // namespace
 
-ImageFolderListing list_image_folder(const std::string& root) {
+std::vector<std::string> image_folder_classes(const std::string& root) {
     std::error_code ec;
     if (!fs::exists(root, ec)) throw Error(root + ": no such directory");
     if (!fs::is_directory(root, ec)) throw Error(root + ": is not a directory");
+    std::vector<std::string> names;
+    for (const auto& e : sorted_entries(root))
+        if (e.is_dir) names.push_back(e.name);  // plain files beside classes: ignored
+    if (names.empty()) throw Error(root + ": no class sub-folders (expected " + root + "/<class>/<image>)");
+    return names;
+}
+
+ImageFolderListing list_image_folder(const std::string& root) {
     ImageFolderListing out;
     out.root = root;
-    for (const auto& e : sorted_entries(root))
-        if (e.is_dir) out.class_names.push_back(e.name);  // plain files beside classes: ignored
-    if (out.class_names.empty()) throw Error(root + ": no class sub-folders (expected " + root + "/<class>/<image>)");
+    out.class_names = image_folder_classes(root);
 
     for (size_t label = 0; label < out.class_names.size(); ++label) {
         const std::string dir = (fs::path(root) / out.class_names[label]).string();

@@ -39,6 +39,8 @@ struct ImageFolderListing {
     int64_t latest_mtime = 0;        // newest modification time, ns since 1970
 };
 ImageFolderListing list_image_folder(const std::string& root);
+// The class names alone: root's sub-folders, sorted (label = index).
+std::vector<std::string> image_folder_classes(const std::string& root);
 
 // Reads and decodes every image of the folder, in parallel (OpenMP).
 ImageSet load_image_folder(const std::string& root, int expected_h = 32, int expected_w = 32, int channels = 3);

@@ -221,6 +221,20 @@ TEST_CASE("data: image folder errors name the folder or file") {
     check_error([&] { load_image_folder(tmp / "f"); }, {"f/b", "holds a folder 'nested'"});
 }
 
+TEST_CASE("data: load_cifar10 refuses image folders whose train/ and test/ classes differ") {
+    TempDir tmp;
+    const ImageSet s = synthetic_set(1, 3, 32, 32, 1);
+    const std::vector<std::string> names = cifar10_class_names();
+    for (const std::string& split : {"train", "test"})
+        for (const std::string& c : names) {
+            // test/ spells one class otherwise: every later label would shift by one
+            const std::string folder = split == "test" && c == "cat" ? "cats" : c;
+            write_bytes(tmp / (split + "/" + folder + "/0.png"), encode_image(s, 0));
+        }
+    for (bool train : {true, false})
+        check_error([&] { load_cifar10(tmp.path.string(), train); }, {"train/ and test/ differ", "'cat' in train/", "test/"});
+}
+
 TEST_CASE("data: real CIFAR-10 images: shape, label order, range and channel means") {
     if (!fs::is_directory(kRealRoot + "/train")) {
         MESSAGE("skipped: " << kRealRoot << " is not there");
