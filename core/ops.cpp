@@ -397,14 +397,22 @@ Tensor div(const Tensor& a, const Tensor& b) {
     return attach(out, node, {a, b});
 }
 
-// y = max(a, b)  =>  the gradient goes to a where a >= b, else to b
+// y = max(a, b), NaN if either is NaN (torch.maximum). The gradient, as
+// PyTorch defines it: to a where a > b, to b where b > a, half to each where
+// they tie, and, where a NaN makes the comparison false both ways, to both.
+//     share_a = a == b ? 1/2 : (a < b ? 0 : 1),   share_b = a == b ? 1/2 : (a > b ? 0 : 1)
 struct MaximumBackward : Node {
     Tensor a, b;
     std::vector<Tensor> backward(const Tensor& dy) override {
-        Tensor a_wins = binary_kernel(a, b, "maximum", [](float u, float v) { return u >= v ? 1.f : 0.f; });
         Tensor da, db;
-        if (needs_grad(0)) da = sum_to(mul(dy, a_wins), a.shape());
-        if (needs_grad(1)) db = sum_to(mul(dy, add(neg(a_wins), 1.f)), b.shape());
+        if (needs_grad(0)) {
+            Tensor share = binary_kernel(a, b, "maximum", [](float u, float v) { return u == v ? 0.5f : u < v ? 0.f : 1.f; });
+            da = sum_to(mul(dy, share), a.shape());
+        }
+        if (needs_grad(1)) {
+            Tensor share = binary_kernel(a, b, "maximum", [](float u, float v) { return u == v ? 0.5f : u > v ? 0.f : 1.f; });
+            db = sum_to(mul(dy, share), b.shape());
+        }
         return {da, db};
     }
     void release_saved() override { a = b = Tensor(); }
@@ -412,7 +420,7 @@ struct MaximumBackward : Node {
 };
 
 Tensor maximum(const Tensor& a, const Tensor& b) {
-    Tensor out = binary_kernel(a, b, "maximum", [](float u, float v) { return u >= v ? u : v; });
+    Tensor out = binary_kernel(a, b, "maximum", [](float u, float v) { return u != u || u >= v ? u : v; });
     auto node = std::make_shared<MaximumBackward>();
     if (any_requires_grad({a, b})) {
         node->a = a.detach();
@@ -508,9 +516,12 @@ Tensor sigmoid(const Tensor& x) {  // y = 1 / (1 + e^-x), dx = y (1 - y) dy
     return unary(x, "SigmoidBackward", [](float v) { return 1.f / (1.f + std::exp(-v)); }, Save::Output,
                  [](float dy, float y, float) { return dy * y * (1.f - y); });
 }
-Tensor relu(const Tensor& x) {  // y = max(x, 0), dx = dy where y > 0 (0 at the kink, as PyTorch)
-    return unary(x, "ReluBackward", [](float v) { return v > 0.f ? v : 0.f; }, Save::Output,
-                 [](float dy, float y, float) { return y > 0.f ? dy : 0.f; });
+// y = max(x, 0) and dx = dy where x > 0, as PyTorch: written as !(v <= 0) so
+// that a NaN passes through both ways (relu(NaN) = NaN, its gradient dy),
+// and the gradient at the kink x = 0 is 0.
+Tensor relu(const Tensor& x) {
+    return unary(x, "ReluBackward", [](float v) { return !(v <= 0.f) ? v : 0.f; }, Save::Output,
+                 [](float dy, float y, float) { return !(y <= 0.f) ? dy : 0.f; });
 }
 Tensor abs(const Tensor& x) {  // dx = sign(x) dy
     return unary(x, "AbsBackward", [](float v) { return std::fabs(v); }, Save::Input,

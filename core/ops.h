@@ -16,7 +16,7 @@ Tensor add(const Tensor& a, const Tensor& b);
 Tensor sub(const Tensor& a, const Tensor& b);
 Tensor mul(const Tensor& a, const Tensor& b);
 Tensor div(const Tensor& a, const Tensor& b);
-Tensor maximum(const Tensor& a, const Tensor& b);  // ties send the gradient to a
+Tensor maximum(const Tensor& a, const Tensor& b);  // NaN if either is; ties split the gradient (torch.maximum)
 Tensor add(const Tensor& a, float s);
 Tensor mul(const Tensor& a, float s);
 Tensor pow(const Tensor& a, float exponent);
