@@ -12,9 +12,9 @@
 //             linear: ResNet-20 for CIFAR (He et al. 2016), widths 16/32/64,
 //             1x1 conv + norm shortcut where the shape changes.
 //
-// `norm` is a kind of layers/norm_factory.h ("batch", "none", "renorm",
-// "group", "layer"); the reference defines cnn with "batch" and "none" and
-// resnet20 with "batch", and the other kinds slot into the same places.
+// `norm` is any kind of norm2d_table() (layers/norm_factory.h); the reference
+// defines cnn with "batch" and "none" and resnet20 with "batch", and the other
+// kinds slot into the same places.
 #pragma once
 
 #include <memory>
