@@ -27,10 +27,10 @@ const std::vector<Norm2dKind>& norm2d_table() {
         // affine instead of nn.LayerNorm's per-element one: so it does not
         // depend on the spatial size (the reference CNN takes any image size)
         // and has 2C parameters, like the others.
-        {"layer", "GroupNorm with 1 group: LayerNorm with a per-channel affine",
+        {"layer", "GroupNorm with 1 group (LayerNorm with a per-channel affine)",
          [](int64_t c) { return make<GroupNorm>(1, c); }},
         // Initial gate logit 4 (g = 0.982: nearly BatchNorm at the start); 3C parameters.
-        {"gated", "GatedBatchNorm2d: a learned per-channel gate between batch and running statistics",
+        {"gated", "GatedBatchNorm2d, a learned per-channel gate between batch and running statistics",
          [](int64_t c) { return make<GatedBatchNorm2d>(c); }},
     };
     return table;
