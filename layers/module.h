@@ -43,7 +43,7 @@ struct Registered {
 };
 
 // A typed handle to a registered child, for calling it from forward():
-// `(*conv1)(x)`, `classifier->weight`. It keeps no pointer of its own: every
+// `(*conv1)(x)`, `classifier->weight`. It holds no pointer to the child: every
 // use reads the parent's registry, so model surgery (replace_child) cannot
 // leave it pointing at the old module, and there is one set of books.
 //
