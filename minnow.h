@@ -1,4 +1,8 @@
 // minnow.h: everything, for programs that do not want to pick headers.
+//
+// Every header of core/, layers/, optim/, data/ (and of any other library
+// folder tests/test_minnow_header.cpp lists) is here, except those whose first
+// line calls them "(internal)"; that test keeps it so.
 #pragma once
 
 #include "core/autograd.h"
@@ -12,12 +16,16 @@
 #include "data/cifar10.h"
 #include "data/dataset.h"
 #include "data/idx.h"
+#include "data/image_folder.h"
+#include "data/io.h"
 #include "data/loader.h"
 #include "layers/activation.h"
 #include "layers/batchnorm.h"
+#include "layers/batchnorm_reference.h"
 #include "layers/batchrenorm.h"
 #include "layers/conv2d.h"
 #include "layers/conv2d_bf16.h"
+#include "layers/conv2d_direct.h"
 #include "layers/dropout.h"
 #include "layers/eval_pooling.h"
 #include "layers/flatten.h"

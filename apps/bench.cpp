@@ -24,6 +24,7 @@
 #include "core/random.h"
 #include "layers/conv2d.h"
 #include "layers/linear.h"
+#include "layers/norm_factory.h"
 #include "optim/sgd.h"
 
 using namespace minnow;
@@ -161,7 +162,7 @@ int main(int argc, char** argv) {
     bool json = false;
     CLI::App app{"bench: training and evaluation speed of the reference networks"};
     auto* m = app.add_option("--model", c.model, "cnn or resnet20")->check(CLI::IsMember(model_names()));
-    auto* n = app.add_option("--norm", c.norm, "batch, none, ...");
+    auto* n = app.add_option("--norm", c.norm, norm2d_help())->check(CLI::IsMember(norm2d_kinds()));
     auto* b = app.add_option("--batch-size", c.batch_size, "batch size");
     auto* md = app.add_option("--mode", c.mode, "train or eval")->check(CLI::IsMember({"train", "eval"}));
     app.add_option("--image-size", c.image_size, "input height and width")->capture_default_str();

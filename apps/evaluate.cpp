@@ -11,6 +11,8 @@
 #include <cstdio>
 
 #include "apps/common.h"
+#include "layers/models.h"
+#include "layers/norm_factory.h"
 
 using namespace minnow;
 using namespace minnow::app;
@@ -74,8 +76,10 @@ int main(int argc, char** argv) {
     CLI::App app{"evaluate: test accuracy and confusion matrix of a checkpoint on CIFAR-10"};
     app.add_option("--checkpoint", o.checkpoint, "safetensors file (train_cifar checkpoint, --save file or PyTorch state)")
         ->required();
-    app.add_option("--model", o.model, "cnn or resnet20, when the file's metadata does not say");
-    app.add_option("--norm", o.norm, "the model's normalisation, when the file's metadata does not say");
+    app.add_option("--model", o.model, "cnn or resnet20, when the file's metadata does not say")
+        ->check(CLI::IsMember(model_names()));
+    app.add_option("--norm", o.norm, "the model's normalisation, when the file's metadata does not say: " + norm2d_help())
+        ->check(CLI::IsMember(norm2d_kinds()));
     app.add_option("--data", o.data, "cifar-10-batches-bin folder or image folders with train/ and test/");
     app.add_option("--test-limit", o.test_limit, "use N test images, evenly across the classes");
     app.add_option("--batch-size", o.batch_size, "evaluation batch size")->capture_default_str();

@@ -13,12 +13,13 @@
 
 namespace minnow {
 
-// Puts `replacement` where the submodule `path` of `root` is: in its parent's
-// registry (so names and state_dict keys stay) AND in the typed handles the
-// reference models keep to their children (ReferenceCNN::features,
-// BasicBlock::conv1, ResNet20::bn1, ...), which their forward() calls through.
-// A handle of a narrower type than Module (a Sequential, a Linear) only takes
-// a replacement of that type; anything else is an Error, as is an unknown path.
+// Puts `replacement` where the submodule `path` of `root` is, with its
+// parent's replace_child (layers/module.h): names and state_dict keys stay,
+// and the parent's Child<T> handles, which its forward() calls through, see
+// the replacement. This works for any module, the reference models as much as
+// one of your own. A handle of a narrower type than Module (a Sequential, a
+// Linear) only takes a replacement of that type; anything else is an Error
+// that leaves the model as it was, as is an unknown path.
 void replace_submodule(Module& root, const std::string& path, std::shared_ptr<Module> replacement);
 
 }  // namespace minnow

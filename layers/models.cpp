@@ -56,7 +56,7 @@ ResNet20::ResNet20(const std::string& norm, int64_t num_classes, int64_t n) {
     conv1 = register_module("conv1", std::make_shared<Conv2d>(3, 16, 3, 1, 1, false));
     bn1 = register_module("bn1", make_norm2d(norm, 16));
     int64_t cin = 16;
-    std::shared_ptr<Sequential>* stages[] = {&layer1, &layer2, &layer3};
+    Child<Sequential>* stages[] = {&layer1, &layer2, &layer3};
     const int64_t widths[] = {16, 32, 64};
     for (int i = 0; i < 3; ++i) {
         auto stage = std::make_shared<Sequential>();

@@ -12,9 +12,12 @@
 //             linear: ResNet-20 for CIFAR (He et al. 2016), widths 16/32/64,
 //             1x1 conv + norm shortcut where the shape changes.
 //
-// `norm` is a kind of layers/norm_factory.h ("batch", "none", "renorm",
-// "group", "layer"); the reference defines cnn with "batch" and "none" and
-// resnet20 with "batch", and the other kinds slot into the same places.
+// `norm` is any kind of norm2d_table() (layers/norm_factory.h); the reference
+// defines cnn with "batch" and "none" and resnet20 with "batch", and the other
+// kinds slot into the same places.
+//
+// The models call their children through Child<T> handles (layers/module.h),
+// which read the registry: model surgery needs nothing model-specific.
 #pragma once
 
 #include <memory>
@@ -39,8 +42,8 @@ public:
     explicit ReferenceCNN(const std::string& norm = "batch", int64_t num_classes = 10);
     Tensor forward(const Tensor& x) override;
     std::string type_name() const override { return "ReferenceCNN"; }
-    std::shared_ptr<Sequential> features;
-    std::shared_ptr<Linear> classifier;
+    Child<Sequential> features;
+    Child<Linear> classifier;
 };
 
 class BasicBlock : public Module {
@@ -48,8 +51,8 @@ public:
     BasicBlock(int64_t in_channels, int64_t out_channels, int64_t stride, const std::string& norm);
     Tensor forward(const Tensor& x) override;
     std::string type_name() const override { return "BasicBlock"; }
-    std::shared_ptr<Module> conv1, bn1, conv2, bn2;
-    std::shared_ptr<Sequential> shortcut;  // empty (identity) unless the shape changes
+    Child<Module> conv1, bn1, conv2, bn2;
+    Child<Sequential> shortcut;  // empty (identity) unless the shape changes
 };
 
 class ResNet20 : public Module {
@@ -57,9 +60,9 @@ public:
     explicit ResNet20(const std::string& norm = "batch", int64_t num_classes = 10, int64_t blocks_per_stage = 3);
     Tensor forward(const Tensor& x) override;
     std::string type_name() const override { return "ResNet20"; }
-    std::shared_ptr<Module> conv1, bn1;
-    std::shared_ptr<Sequential> layer1, layer2, layer3;
-    std::shared_ptr<Linear> linear;
+    Child<Module> conv1, bn1;
+    Child<Sequential> layer1, layer2, layer3;
+    Child<Linear> linear;
 };
 
 }  // namespace minnow

@@ -62,12 +62,16 @@ void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
 
 void Module::replace_child(const std::string& name, std::shared_ptr<Module> m) {
     if (!m) throw Error(type_name() + ": replacement for child '" + name + "' is null");
-    for (auto& [n, c] : children_)
-        if (n == name) {
-            m->train(training_);
-            c = std::move(m);
-            return;
-        }
+    for (size_t i = 0; i < children_.size(); ++i) {
+        if (children_[i].first != name) continue;
+        for (const HandleType& h : handle_types_)
+            if (h.index == i && !h.accepts(m.get()))
+                throw Error(type_name() + ": '" + name + "' is held as a " + children_[i].second->type_name() +
+                            " by its handle, and a " + m->type_name() + " cannot take its place");
+        m->train(training_);
+        children_[i].second = std::move(m);
+        return;
+    }
     throw Error(type_name() + ": no child named '" + name + "' to replace");
 }
 

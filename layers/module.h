@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -28,6 +29,51 @@
 namespace minnow {
 
 using NamedTensors = std::vector<std::pair<std::string, Tensor>>;
+
+class Module;
+
+// What register_module returns: where the child sits in its parent's registry.
+// Bind it to a Child<T> member; `->` reaches the child meanwhile.
+template <class M>
+struct Registered {
+    Module* parent;
+    size_t index;
+    std::shared_ptr<M> module;
+    M* operator->() const { return module.get(); }
+};
+
+// A typed handle to a registered child, for calling it from forward():
+// `(*conv1)(x)`, `classifier->weight`. It holds no pointer to the child: every
+// use reads the parent's registry, so model surgery (replace_child) cannot
+// leave it pointing at the old module, and there is one set of books.
+//
+//     Child<Module> conv1;        // any module may take its place
+//     Child<Sequential> body;     // only a Sequential (the parent calls body->size())
+//     conv1 = register_module("conv1", std::make_shared<Conv2d>(3, 8, 3));
+//
+// T is the parent's promise about the child: replace_child refuses a
+// replacement that is not a T, and leaves the model as it was. Hold a layer
+// that surgery swaps for another type (fold_batchnorm makes a BatchNorm an
+// Identity; to_bf16_inference makes a Conv2d a Bf16Conv2d) as Child<Module>.
+// A handle belongs to one parent, so it cannot be copied (nor, then, can a
+// module holding one: copy a model with make_model + load_state_dict).
+template <class T>
+class Child {
+public:
+    Child() = default;
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+    template <class M>
+    Child& operator=(const Registered<M>& r);
+    T* get() const;  // null before binding
+    T& operator*() const { return *get(); }
+    T* operator->() const { return get(); }
+    std::shared_ptr<T> ptr() const;
+
+private:
+    Module* parent_ = nullptr;
+    size_t index_ = 0;
+};
 
 class Module {
 public:
@@ -60,9 +106,9 @@ public:
     std::vector<std::pair<std::string, Module*>> named_modules();
     // Model surgery (folding BatchNorm, swapping in inference layers): puts `m`
     // in place of the child registered as `name`, keeping its name and place
-    // in the order; `m` takes this module's training flag. An Error if there
-    // is no such child. Handles a model keeps beside the registry (such as
-    // BasicBlock::conv1) are not updated here: layers/model_surgery.h does both.
+    // in the order; `m` takes this module's training flag. Every Child<T>
+    // handle to it sees `m` from then on. An Error, changing nothing, if there
+    // is no such child or a handle holds it as a T that `m` is not.
     void replace_child(const std::string& name, std::shared_ptr<Module> m);
 
     // ---- modes ----
@@ -92,14 +138,23 @@ protected:
     // shares storage with the registered tensor (loading copies into it).
     Tensor register_parameter(const std::string& name, Tensor t);
     Tensor register_buffer(const std::string& name, Tensor t, DType dtype = DType::F32);
+    // A child: bind the result to a Child<T> member to call it from forward().
     template <class M>
-    std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    Registered<M> register_module(const std::string& name, std::shared_ptr<M> m) {
         add_child(name, m);
-        return m;
+        return {this, children_.size() - 1, std::move(m)};
     }
     void add_child(const std::string& name, std::shared_ptr<Module> m);
 
 private:
+    template <class T>
+    friend class Child;
+    // What a Child<T> bound to child `index` accepts in its place.
+    struct HandleType {
+        size_t index;
+        bool (*accepts)(const Module*);
+    };
+    std::vector<HandleType> handle_types_;
     void collect(const std::string& prefix, std::vector<TensorEntry>& out, bool params, bool bufs) const;
     NamedTensors params_;
     std::vector<std::pair<std::string, std::pair<Tensor, DType>>> buffers_;
@@ -107,6 +162,27 @@ private:
     std::vector<ForwardHook> hooks_;
     bool training_ = true;
 };
+
+template <class T>
+template <class M>
+Child<T>& Child<T>::operator=(const Registered<M>& r) {
+    static_assert(std::is_base_of_v<T, M>, "Child<T> bound to a module that is not a T");
+    parent_ = r.parent;
+    index_ = r.index;
+    parent_->handle_types_.push_back({index_, [](const Module* m) { return dynamic_cast<const T*>(m) != nullptr; }});
+    return *this;
+}
+
+// replace_child keeps the registered child a T (see Child), so the cast is sound.
+template <class T>
+T* Child<T>::get() const {
+    return parent_ ? static_cast<T*>(parent_->children_[index_].second.get()) : nullptr;
+}
+
+template <class T>
+std::shared_ptr<T> Child<T>::ptr() const {
+    return parent_ ? std::static_pointer_cast<T>(parent_->children_[index_].second) : nullptr;
+}
 
 // Children called "0", "1", ... applied in order.
 class Sequential : public Module {

@@ -3,16 +3,21 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <map>
 
 #include "core/autograd.h"
+#include "core/ops.h"
 #include "core/random.h"
+#include "layers/activation.h"
 #include "layers/batchnorm.h"
+#include "layers/conv2d_bf16.h"
 #include "layers/conv2d.h"
 #include "layers/flatten.h"
 #include "layers/linear.h"
 #include "layers/fold_batchnorm.h"
 #include "layers/model_surgery.h"
 #include "layers/models.h"
+#include "layers/pooling.h"
 #include "test_helpers.h"
 
 using namespace minnow;
@@ -143,7 +148,7 @@ TEST_CASE("fold_batchnorm: resnet20's bias-free convs get the folded bias and th
     // The handles forward() calls through are the registered modules.
     CHECK(block->bn1->type_name() == "Identity");
     CHECK(block->conv1->type_name() == "Conv2d");
-    CHECK(std::dynamic_pointer_cast<Conv2d>(block->conv1)->bias.defined());
+    CHECK(std::dynamic_pointer_cast<Conv2d>(block->conv1.ptr())->bias.defined());
     CHECK((*block->shortcut)[1]->type_name() == "Identity");
     for (auto& [name, m] : block->named_modules())
         if (name == "conv1") CHECK(m == block->conv1.get());
@@ -183,7 +188,7 @@ TEST_CASE("fold_batchnorm: does not draw from the default random generator") {
     CHECK(Tensor::uniform({1}, 0.f, 1.f).item() == after_fold);
 }
 
-TEST_CASE("model surgery: replace_submodule updates registry and handles, refuses what cannot fit") {
+TEST_CASE("model surgery: replace_submodule updates the registry the handles read, refuses what cannot fit") {
     manual_seed(7);
     auto model = make_model("cnn", "batch");
     auto cnn = std::dynamic_pointer_cast<ReferenceCNN>(model);
@@ -196,8 +201,82 @@ TEST_CASE("model surgery: replace_submodule updates registry and handles, refuse
     CHECK(cnn->classifier->type_name() == "Linear");
     for (auto& [name, m] : model->named_modules())
         if (name == "classifier") CHECK(m == static_cast<Module*>(cnn->classifier.get()));
+    auto linear = std::make_shared<Linear>(256, 10);
+    replace_submodule(*model, "classifier", linear);  // one that fits
+    CHECK(cnn->classifier.get() == linear.get());
+    CHECK((cnn->classifier.ptr() == linear));
     CHECK_THROWS_WITH_AS(replace_submodule(*model, "features.99", std::make_shared<Identity>()),
                          doctest::Contains("no module 'features.99'"), Error);
     CHECK_THROWS_WITH_AS(replace_submodule(*model, "nothing.0", std::make_shared<Identity>()),
                          doctest::Contains("no module 'nothing'"), Error);
+}
+
+namespace {
+
+// A model of one's own that calls its children through member handles, as
+// the reference models do: surgery must reach it without knowing its class.
+struct UserNet : Module {
+    Child<Module> conv1, bn1;  // swapped by fold_batchnorm and to_bf16_inference
+    Child<Sequential> body;    // conv, BatchNorm, ReLU
+    Child<Linear> head;
+    UserNet() {
+        conv1 = register_module("conv1", std::make_shared<Conv2d>(3, 8, 3, 1, 1, false));
+        bn1 = register_module("bn1", std::make_shared<BatchNorm2d>(8));
+        body = register_module("body", std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
+                                           std::make_shared<Conv2d>(8, 6, 3, 1, 1), std::make_shared<BatchNorm2d>(6),
+                                           std::make_shared<ReLU>()}));
+        head = register_module("head", std::make_shared<Linear>(6, 4));
+    }
+    Tensor forward(const Tensor& x) override {
+        Tensor h = (*body)(relu((*bn1)((*conv1)(x))));
+        return (*head)(adaptive_avg_pool2d(h, 1).flatten(1));
+    }
+    std::string type_name() const override { return "UserNet"; }
+};
+
+// The output of `model` on x, and the type of every module its forward called.
+Tensor run_recording(Module& model, const Tensor& x, std::map<std::string, int>& called) {
+    Module::set_forward_timer([&](Module& m, const Tensor&, double) { ++called[m.type_name()]; });
+    Tensor y = run(model, x);
+    Module::set_forward_timer(nullptr);
+    return y;
+}
+
+}  // namespace
+
+TEST_CASE("model surgery: fold_batchnorm and to_bf16_inference reach a user model's member handles") {
+    manual_seed(21);
+    UserNet net;
+    set_nontrivial_batchnorm(net);
+    net.eval();
+    const std::vector<TensorEntry> state = net.state_dict();
+    Tensor x = Tensor::normal({2, 3, 8, 8}, 0.f, 1.f);
+    std::map<std::string, int> before, after;
+    const Tensor y0 = run_recording(net, x, before);
+    CHECK(before["BatchNorm2d"] == 2);
+
+    CHECK(fold_batchnorm(net) == 2);  // conv1/bn1 by name, body.0/body.1 in the Sequential
+    CHECK(net.bn1->type_name() == "Identity");
+    CHECK(dynamic_cast<Conv2d&>(*net.conv1).bias.defined());  // the folded conv, seen through the handle
+    const Tensor y1 = run_recording(net, x, after);
+    CHECK(after["BatchNorm2d"] == 0);  // forward calls the folded layers, not the old ones
+    CHECK(after["Conv2d"] == 2);
+    CHECK(after["Identity"] == 2);
+    CHECK(max_abs_diff(y1, y0) <= 1e-5 * max_abs(y0));
+
+    UserNet fast;
+    fast.load_state_dict(state);
+    fast.eval();
+    CHECK(to_bf16_inference(fast) == 2);
+    std::map<std::string, int> bf16_called;
+    const Tensor y2 = run_recording(fast, x, bf16_called);
+    CHECK(bf16_called["Bf16Conv2d"] == 2);
+    CHECK(bf16_called["Conv2d"] == 0);
+    CHECK(max_abs_diff(y2, y0) <= 0.05 * max_abs(y0));
+
+    // A handle of a narrower type refuses what is not one, and the model stays as it was.
+    CHECK_THROWS_WITH_AS(replace_submodule(net, "head", std::make_shared<Identity>()),
+                         doctest::Contains("held as a Linear"), Error);
+    CHECK(net.head->type_name() == "Linear");
+    CHECK(max_abs_diff(run(net, x), y1) == 0.0);
 }

@@ -340,7 +340,7 @@ TEST_CASE("bf16: to_bf16_inference options: no fusion, no pooling swap") {
     manual_seed(13);
     auto model = make_model("cnn", "batch");
     model->eval();
-    fold_batchnorm(*model);  // a ReLU now follows each conv (after an Identity): fusable, but not asked for
+    fold_batchnorm(*model);  // a ReLU now follows each conv (after an Identity): fusable, but fuse_relu is off below
     Bf16InferenceOptions options;
     options.fuse_relu = false;
     options.eval_pooling = false;

@@ -35,40 +35,53 @@ TEST_CASE("layers: doc example LeakyReLU: values, gradcheck, in a model") {
     CHECK(model.repr().find("LeakyReLU(negative_slope=0.010000)") != std::string::npos);
 }
 
-// Each line without its leading spaces (a quoted block may be indented differently).
+// Each line without its leading spaces, and without a leading "//" and the
+// spaces after it: a quoted block may be indented differently, and a plain
+// ``` block quotes a comment of PATH as text.
 static std::string dedent(const std::string& text) {
     std::string out;
-    bool at_line_start = true;
-    for (char ch : text) {
-        if (at_line_start && ch == ' ') continue;
-        at_line_start = ch == '\n';
-        out += ch;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        size_t at = line.find_first_not_of(' ');
+        if (at != std::string::npos && line.compare(at, 2, "//") == 0) at = line.find_first_not_of(' ', at + 2);
+        out += (at == std::string::npos ? "" : line.substr(at)) + "\n";
     }
     return out;
 }
 
-TEST_CASE("layers: docs/new-layer.md quotes its example files verbatim") {
-    auto read = [](const std::string& rel) {
-        std::ifstream in(testing::source_path(rel));
-        REQUIRE_MESSAGE(in.good(), "cannot open " << rel);
-        std::stringstream ss;
-        ss << in.rdbuf();
-        return ss.str();
-    };
-    const std::string doc = read("docs/new-layer.md");
-    // Every ```cpp block right after a line "<!-- quoted from PATH -->" must be in PATH.
+static std::string read_source(const std::string& rel) {
+    std::ifstream in(testing::source_path(rel));
+    REQUIRE_MESSAGE(in.good(), "cannot open " << rel);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// Every ```cpp (or plain ```) block right after a line "<!-- quoted from PATH -->"
+// of the doc `rel` must be in PATH. Returns the number of such blocks.
+static int check_quotes(const std::string& rel) {
+    const std::string doc = read_source(rel);
     const std::string marker = "<!-- quoted from ";
     int quoted = 0;
     for (size_t at = doc.find(marker); at != std::string::npos; at = doc.find(marker, at + 1)) {
-        const size_t path_end = doc.find(" -->\n```cpp\n", at);
+        const size_t path_end = doc.find(" -->\n```", at);
         REQUIRE(path_end != std::string::npos);
         const std::string path = doc.substr(at + marker.size(), path_end - at - marker.size());
-        const size_t begin = path_end + std::string(" -->\n```cpp\n").size(), end = doc.find("```", begin);
+        const size_t fence = path_end + std::string(" -->\n").size();
+        const size_t begin = doc.find('\n', fence) + 1, end = doc.find("```", begin);
         REQUIRE(end != std::string::npos);
         const std::string block = doc.substr(begin, end - begin);
-        CHECK_MESSAGE(dedent(read(path)).find(dedent(block)) != std::string::npos,
-                      "docs/new-layer.md quotes a block that is no longer in " << path << ":\n" << block);
+        CHECK_MESSAGE(dedent(read_source(path)).find(dedent(block)) != std::string::npos,
+                      rel << " quotes a block that is no longer in " << path << ":\n" << block);
         ++quoted;
     }
-    CHECK(quoted >= 4);
+    return quoted;
+}
+
+TEST_CASE("layers: docs/new-layer.md quotes its example files verbatim") { CHECK(check_quotes("docs/new-layer.md") >= 4); }
+
+// The derivation in docs/batchnorm.md section 2 is the comment above
+// BatchNormBackward in layers/batchnorm.cpp: the two cannot drift apart.
+TEST_CASE("layers: docs/batchnorm.md quotes the BatchNorm derivation from layers/batchnorm.cpp") {
+    CHECK(check_quotes("docs/batchnorm.md") >= 1);
 }

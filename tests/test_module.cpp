@@ -30,8 +30,8 @@ struct Toy : Module {
 };
 
 struct Net : Module {
-    std::shared_ptr<Sequential> features;
-    std::shared_ptr<Toy> head;
+    Child<Sequential> features;
+    Child<Toy> head;
     Net() {
         features = register_module("features", std::make_shared<Sequential>(
                                                    std::vector<std::shared_ptr<Module>>{std::make_shared<Toy>(3),

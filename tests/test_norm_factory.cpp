@@ -36,6 +36,29 @@ TEST_CASE("norm: make_norm2d builds every kind") {
     }
 }
 
+TEST_CASE("norm: one table gives the builders, the names and the help") {
+    const auto& table = norm2d_table();
+    REQUIRE(norm2d_kinds().size() == table.size());
+    CHECK(std::string(table.front().name) == "batch");
+    const std::string help = norm2d_help();
+    for (size_t i = 0; i < table.size(); ++i) {
+        const Norm2dKind& k = table[i];
+        CAPTURE(k.name);
+        CHECK(norm2d_kinds()[i] == k.name);  // in table order
+        for (size_t j = 0; j < i; ++j) CHECK(norm2d_kinds()[j] != k.name);  // no name twice
+        CHECK(help.find(std::string(k.name) + ": " + k.help) != std::string::npos);
+        // each row builds a layer for C channels that runs forward, in both modes
+        for (int64_t C : {1, 2, 6, 64}) {
+            CAPTURE(C);
+            auto layer = make_norm2d(k.name, C);
+            Tensor x = Tensor::normal({2, C, 4, 4}, 0, 1);
+            CHECK(layer->forward(x).shape() == x.shape());
+            layer->eval();
+            CHECK(layer->forward(x).shape() == x.shape());
+        }
+    }
+}
+
 TEST_CASE("norm: make_norm2d rejects unknown kinds, listing the valid ones") {
     try {
         make_norm2d("instance", 8);
