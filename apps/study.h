@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "apps/common.h"
+#include "train/plot.h"
 #include "core/random.h"
 #include "optim/lr_scheduler.h"
 #include "optim/sgd.h"
@@ -260,76 +261,7 @@ inline void write_step_loss_csv(const std::string& path, const RunRecord& r, siz
 }
 
 // ---------------------------------------------------------------- figures
-// One line of a figure: columns (by header name) of a CSV file.
-struct Series {
-    std::string csv, x, y, title;
-    std::string style = "linespoints";  // gnuplot's "with ..." ("lines" for long series)
-};
-
-struct Figure {
-    Figure(std::string title_, std::string xlabel_, std::string ylabel_, bool log_y_ = false)
-        : title(std::move(title_)), xlabel(std::move(xlabel_)), ylabel(std::move(ylabel_)), log_y(log_y_) {}
-    std::string title, xlabel, ylabel;
-    bool log_y = false;
-    std::vector<Series> series;
-    std::string extra;  // more gnuplot commands before "plot" (e.g. "set yrange [0:100]")
-};
-
-// The 1-based index of column `name` in the CSV's header, or 0.
-inline int csv_column(const std::string& csv, const std::string& name) {
-    std::ifstream in(csv);
-    std::string header, field;
-    std::getline(in, header);
-    std::istringstream s(header);
-    for (int i = 1; std::getline(s, field, ','); ++i)
-        if (field == name) return i;
-    return 0;
-}
-
-// Draws `fig` into png_path with gnuplot (Debian package gnuplot-nox), and
-// keeps the script next to it (same name, .gp). The script names its files
-// relative to its own folder and runs there, so a results folder can be moved
-// (e.g. into docs/) and re-plotted with `cd FOLDER && gnuplot NAME.gp`.
-// Without gnuplot: a warning, the CSVs are still there. Returns whether the
-// PNG was written. Titles and labels must not contain a single quote.
-inline bool plot(const std::string& png_path, const Figure& fig) {
-    const fs::path png(png_path), dir = png.parent_path().empty() ? fs::path(".") : png.parent_path();
-    const fs::path gp_path = dir / (png.stem().string() + ".gp");
-    {
-        std::ofstream gp(gp_path);
-        gp << "set terminal pngcairo size 900,560 font 'sans,11'\n"
-           << "set output '" << png.filename().string() << "'\n"
-           << "set datafile separator ','\n"
-           << "set datafile missing 'nan'\n"
-           << "set key outside bottom center horizontal\n"
-           << "set grid\n"
-           << "set title '" << fig.title << "'\n"
-           << "set xlabel '" << fig.xlabel << "'\n"
-           << "set ylabel '" << fig.ylabel << "'\n";
-        if (fig.log_y) gp << "set logscale y\n";
-        if (!fig.extra.empty()) gp << fig.extra << "\n";
-        gp << "plot ";
-        for (size_t i = 0; i < fig.series.size(); ++i) {
-            const Series& s = fig.series[i];
-            const int xc = csv_column(s.csv, s.x), yc = csv_column(s.csv, s.y);
-            if (xc == 0 || yc == 0) throw Error(s.csv + ": no column '" + (xc ? s.y : s.x) + "' for " + png_path);
-            gp << (i ? ", \\\n     " : "") << "'" << fs::relative(s.csv, dir).string() << "' using " << xc << ":"
-               << yc << " skip 1 with " << s.style << " lw 2 title '" << s.title << "'";
-        }
-        gp << "\n";
-    }
-    if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
-        std::fprintf(stderr, "warning: gnuplot not found (apt-get install gnuplot-nox): %s not drawn\n",
-                     png_path.c_str());
-        return false;
-    }
-    const std::string cmd = "cd '" + dir.string() + "' && gnuplot '" + gp_path.filename().string() + "'";
-    if (std::system(cmd.c_str()) != 0) {
-        std::fprintf(stderr, "warning: gnuplot failed on %s\n", gp_path.c_str());
-        return false;
-    }
-    return true;
-}
+// Figure, Series, csv_column and plot (gnuplot) are the library's: train/plot.h.
 
 // ---------------------------------------------------------------- summaries
 // A markdown table.
