@@ -11,7 +11,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include <chrono>
 #include <deque>
 #include <cstdio>
 #include <fstream>
@@ -130,7 +129,6 @@ inline const char* yes_no(bool b) { return b ? "yes" : "no"; }
 inline RunRecord train_run(const RunSpec& spec, std::shared_ptr<const ImageSet> train_set,
                            std::shared_ptr<const ImageSet> test_set,
                            const std::function<void(const EpochRecord&, Module&)>& on_epoch = {}) {
-    using Clock = std::chrono::steady_clock;
     RunRecord rec;
     rec.label = spec.label;
     manual_seed(spec.seed);
@@ -154,51 +152,41 @@ inline RunRecord train_run(const RunSpec& spec, std::shared_ptr<const ImageSet> 
     lo.std = kCifarStd;
     DataLoader loader(train_set, lo);
 
-    for (int epoch = 0; epoch < spec.epochs; ++epoch) {
-        model.train();
-        loader.start_epoch(epoch);
+    // The library's epoch loop (train/loop.h); this run records what it reports.
+    LoopOptions loop;
+    loop.epochs = spec.epochs;
+    loop.test_set = test_set;
+    loop.test_loader = test_loader_options(256);
+    CallbackFunctions record;
+    record.step = [&](const StepInfo& s) { rec.step_loss.push_back(s.result.loss); };
+    record.diverged = [&](const Divergence& d) {
+        rec.step_loss.push_back(d.result.loss);
+        rec.diverged_at_step = d.step;
+        rec.diverged_reason = d.reason;
+        std::printf("  %s: diverged at step %lld (epoch %lld): %s\n", spec.label.c_str(),
+                    static_cast<long long>(d.step), static_cast<long long>(d.epoch), d.reason.c_str());
+        std::fflush(stdout);
+    };
+    record.epoch_end = [&](const EpochStats& s) {
         EpochRecord e;
-        e.epoch = epoch + 1;
-        e.lr = opt.param_groups()[0].lr;
-        double loss_sum = 0, gn_sum = 0;
-        int64_t seen = 0, correct = 0, steps = 0;
-        const auto t0 = Clock::now();
-        Batch b;
-        while (loader.next(b)) {
-            const StepResult r = train_step(model, opt, b);
-            rec.step_loss.push_back(r.loss);
-            ++rec.steps;
-            if (!r.finite()) {
-                rec.diverged_at_step = rec.steps;
-                rec.diverged_reason = diagnose_non_finite(model, b.images, std::isfinite(r.loss));
-                std::printf("  %s: diverged at step %lld (epoch %d): %s\n", spec.label.c_str(),
-                            static_cast<long long>(rec.steps), e.epoch, rec.diverged_reason.c_str());
-                std::fflush(stdout);
-                return rec;
-            }
-            const int64_t bs = b.labels.numel();
-            loss_sum += static_cast<double>(r.loss) * bs;
-            seen += bs;
-            correct += r.correct;
-            gn_sum += r.grad_norm;
-            e.grad_norm_max = std::max(e.grad_norm_max, r.grad_norm);
-            ++steps;
-        }
-        EvalResult ev = evaluate(model, test_set, 256);
-        sched.step();
-        e.train_loss = seen ? loss_sum / seen : 0;
-        e.train_acc = seen ? 100.0 * correct / seen : 0;
-        e.test_loss = ev.loss;
-        e.test_acc = ev.accuracy;
-        e.grad_norm_mean = steps ? gn_sum / steps : 0;
-        e.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+        e.epoch = static_cast<int>(s.epoch);
+        e.lr = s.lr;
+        e.train_loss = s.train_loss;
+        e.train_acc = s.train_acc;
+        e.test_loss = s.test_loss;
+        e.test_acc = s.test_acc;
+        e.grad_norm_mean = s.grad_norm_mean;
+        e.grad_norm_max = s.grad_norm_max;
+        e.seconds = s.epoch_time_s;
         rec.epochs.push_back(e);
         std::printf("  %s: epoch %d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  |g| %.3f  %.0f s\n",
                     spec.label.c_str(), e.epoch, e.train_loss, e.train_acc, e.test_loss, e.test_acc,
                     e.grad_norm_mean, e.seconds);
         std::fflush(stdout);
         if (on_epoch) on_epoch(e, model);
-    }
+    };
+    rec.steps = train_epochs(model, opt, &sched, loader, loop, {}, {&record}).state.step;
+    if (rec.diverged()) rec.steps = rec.diverged_at_step;
     return rec;
 }
 
