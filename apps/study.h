@@ -11,7 +11,6 @@
 
 #include <CLI/CLI.hpp>
 
-#include <chrono>
 #include <deque>
 #include <cstdio>
 #include <fstream>
@@ -22,6 +21,7 @@
 #include <vector>
 
 #include "apps/common.h"
+#include "train/plot.h"
 #include "core/random.h"
 #include "optim/lr_scheduler.h"
 #include "optim/sgd.h"
@@ -129,7 +129,6 @@ inline const char* yes_no(bool b) { return b ? "yes" : "no"; }
 inline RunRecord train_run(const RunSpec& spec, std::shared_ptr<const ImageSet> train_set,
                            std::shared_ptr<const ImageSet> test_set,
                            const std::function<void(const EpochRecord&, Module&)>& on_epoch = {}) {
-    using Clock = std::chrono::steady_clock;
     RunRecord rec;
     rec.label = spec.label;
     manual_seed(spec.seed);
@@ -153,51 +152,41 @@ inline RunRecord train_run(const RunSpec& spec, std::shared_ptr<const ImageSet> 
     lo.std = kCifarStd;
     DataLoader loader(train_set, lo);
 
-    for (int epoch = 0; epoch < spec.epochs; ++epoch) {
-        model.train();
-        loader.start_epoch(epoch);
+    // The library's epoch loop (train/loop.h); this run records what it reports.
+    LoopOptions loop;
+    loop.epochs = spec.epochs;
+    loop.test_set = test_set;
+    loop.test_loader = test_loader_options(256);
+    CallbackFunctions record;
+    record.step = [&](const StepInfo& s) { rec.step_loss.push_back(s.result.loss); };
+    record.diverged = [&](const Divergence& d) {
+        rec.step_loss.push_back(d.result.loss);
+        rec.diverged_at_step = d.step;
+        rec.diverged_reason = d.reason;
+        std::printf("  %s: diverged at step %lld (epoch %lld): %s\n", spec.label.c_str(),
+                    static_cast<long long>(d.step), static_cast<long long>(d.epoch), d.reason.c_str());
+        std::fflush(stdout);
+    };
+    record.epoch_end = [&](const EpochStats& s) {
         EpochRecord e;
-        e.epoch = epoch + 1;
-        e.lr = opt.param_groups()[0].lr;
-        double loss_sum = 0, gn_sum = 0;
-        int64_t seen = 0, correct = 0, steps = 0;
-        const auto t0 = Clock::now();
-        Batch b;
-        while (loader.next(b)) {
-            const StepResult r = train_step(model, opt, b);
-            rec.step_loss.push_back(r.loss);
-            ++rec.steps;
-            if (!r.finite()) {
-                rec.diverged_at_step = rec.steps;
-                rec.diverged_reason = diagnose_non_finite(model, b.images, std::isfinite(r.loss));
-                std::printf("  %s: diverged at step %lld (epoch %d): %s\n", spec.label.c_str(),
-                            static_cast<long long>(rec.steps), e.epoch, rec.diverged_reason.c_str());
-                std::fflush(stdout);
-                return rec;
-            }
-            const int64_t bs = b.labels.numel();
-            loss_sum += static_cast<double>(r.loss) * bs;
-            seen += bs;
-            correct += r.correct;
-            gn_sum += r.grad_norm;
-            e.grad_norm_max = std::max(e.grad_norm_max, r.grad_norm);
-            ++steps;
-        }
-        EvalResult ev = evaluate(model, test_set, 256);
-        sched.step();
-        e.train_loss = seen ? loss_sum / seen : 0;
-        e.train_acc = seen ? 100.0 * correct / seen : 0;
-        e.test_loss = ev.loss;
-        e.test_acc = ev.accuracy;
-        e.grad_norm_mean = steps ? gn_sum / steps : 0;
-        e.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+        e.epoch = static_cast<int>(s.epoch);
+        e.lr = s.lr;
+        e.train_loss = s.train_loss;
+        e.train_acc = s.train_acc;
+        e.test_loss = s.test_loss;
+        e.test_acc = s.test_acc;
+        e.grad_norm_mean = s.grad_norm_mean;
+        e.grad_norm_max = s.grad_norm_max;
+        e.seconds = s.epoch_time_s;
         rec.epochs.push_back(e);
         std::printf("  %s: epoch %d  train loss %.4f acc %.2f%%  test loss %.4f acc %.2f%%  |g| %.3f  %.0f s\n",
                     spec.label.c_str(), e.epoch, e.train_loss, e.train_acc, e.test_loss, e.test_acc,
                     e.grad_norm_mean, e.seconds);
         std::fflush(stdout);
         if (on_epoch) on_epoch(e, model);
-    }
+    };
+    rec.steps = train_epochs(model, opt, &sched, loader, loop, {}, {&record}).state.step;
+    if (rec.diverged()) rec.steps = rec.diverged_at_step;
     return rec;
 }
 
@@ -260,76 +249,7 @@ inline void write_step_loss_csv(const std::string& path, const RunRecord& r, siz
 }
 
 // ---------------------------------------------------------------- figures
-// One line of a figure: columns (by header name) of a CSV file.
-struct Series {
-    std::string csv, x, y, title;
-    std::string style = "linespoints";  // gnuplot's "with ..." ("lines" for long series)
-};
-
-struct Figure {
-    Figure(std::string title_, std::string xlabel_, std::string ylabel_, bool log_y_ = false)
-        : title(std::move(title_)), xlabel(std::move(xlabel_)), ylabel(std::move(ylabel_)), log_y(log_y_) {}
-    std::string title, xlabel, ylabel;
-    bool log_y = false;
-    std::vector<Series> series;
-    std::string extra;  // more gnuplot commands before "plot" (e.g. "set yrange [0:100]")
-};
-
-// The 1-based index of column `name` in the CSV's header, or 0.
-inline int csv_column(const std::string& csv, const std::string& name) {
-    std::ifstream in(csv);
-    std::string header, field;
-    std::getline(in, header);
-    std::istringstream s(header);
-    for (int i = 1; std::getline(s, field, ','); ++i)
-        if (field == name) return i;
-    return 0;
-}
-
-// Draws `fig` into png_path with gnuplot (Debian package gnuplot-nox), and
-// keeps the script next to it (same name, .gp). The script names its files
-// relative to its own folder and runs there, so a results folder can be moved
-// (e.g. into docs/) and re-plotted with `cd FOLDER && gnuplot NAME.gp`.
-// Without gnuplot: a warning, the CSVs are still there. Returns whether the
-// PNG was written. Titles and labels must not contain a single quote.
-inline bool plot(const std::string& png_path, const Figure& fig) {
-    const fs::path png(png_path), dir = png.parent_path().empty() ? fs::path(".") : png.parent_path();
-    const fs::path gp_path = dir / (png.stem().string() + ".gp");
-    {
-        std::ofstream gp(gp_path);
-        gp << "set terminal pngcairo size 900,560 font 'sans,11'\n"
-           << "set output '" << png.filename().string() << "'\n"
-           << "set datafile separator ','\n"
-           << "set datafile missing 'nan'\n"
-           << "set key outside bottom center horizontal\n"
-           << "set grid\n"
-           << "set title '" << fig.title << "'\n"
-           << "set xlabel '" << fig.xlabel << "'\n"
-           << "set ylabel '" << fig.ylabel << "'\n";
-        if (fig.log_y) gp << "set logscale y\n";
-        if (!fig.extra.empty()) gp << fig.extra << "\n";
-        gp << "plot ";
-        for (size_t i = 0; i < fig.series.size(); ++i) {
-            const Series& s = fig.series[i];
-            const int xc = csv_column(s.csv, s.x), yc = csv_column(s.csv, s.y);
-            if (xc == 0 || yc == 0) throw Error(s.csv + ": no column '" + (xc ? s.y : s.x) + "' for " + png_path);
-            gp << (i ? ", \\\n     " : "") << "'" << fs::relative(s.csv, dir).string() << "' using " << xc << ":"
-               << yc << " skip 1 with " << s.style << " lw 2 title '" << s.title << "'";
-        }
-        gp << "\n";
-    }
-    if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
-        std::fprintf(stderr, "warning: gnuplot not found (apt-get install gnuplot-nox): %s not drawn\n",
-                     png_path.c_str());
-        return false;
-    }
-    const std::string cmd = "cd '" + dir.string() + "' && gnuplot '" + gp_path.filename().string() + "'";
-    if (std::system(cmd.c_str()) != 0) {
-        std::fprintf(stderr, "warning: gnuplot failed on %s\n", gp_path.c_str());
-        return false;
-    }
-    return true;
-}
+// Figure, Series, csv_column and plot (gnuplot) are the library's: train/plot.h.
 
 // ---------------------------------------------------------------- summaries
 // A markdown table.

@@ -1,0 +1,305 @@
+// train/: one step, the diagnosis of a non-finite one, the epoch loop with
+// its callbacks, the training checkpoint (round trip and resume) and the
+// metrics files and figures it leaves behind.
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "layers/activation.h"
+#include "layers/flatten.h"
+#include "layers/linear.h"
+#include "layers/module.h"
+#include "optim/lr_scheduler.h"
+#include "optim/sgd.h"
+#include "test_data_helpers.h"
+#include "train/callbacks.h"
+#include "train/checkpoint.h"
+#include "train/evaluate.h"
+#include "train/loop.h"
+#include "train/plot.h"
+#include "train/step.h"
+
+using namespace minnow;
+using namespace minnow::testing;
+
+namespace {
+
+// 3 classes of 3x4x4 images; Flatten, Linear, ReLU, Linear (names "0".."3").
+std::shared_ptr<Module> tiny_model(uint64_t seed) {
+    manual_seed(seed);
+    return std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{
+        std::make_shared<Flatten>(), std::make_shared<Linear>(48, 8), std::make_shared<ReLU>(),
+        std::make_shared<Linear>(8, 3)});
+}
+
+std::shared_ptr<const ImageSet> tiny_set(int64_t n, uint64_t seed) {
+    return std::make_shared<ImageSet>(synthetic_set(n, 3, 4, 4, 3, seed));
+}
+
+LoaderOptions loader_options() {
+    LoaderOptions lo;
+    lo.batch_size = 8;
+    lo.seed = 7;
+    lo.augment = true;  // crop and flip: the loader's randomness is part of what a resume must repeat
+    lo.crop_padding = 1;
+    lo.mean = {0.5f, 0.5f, 0.5f};
+    lo.std = {0.25f, 0.25f, 0.25f};
+    return lo;
+}
+
+std::vector<uint8_t> weight_bytes(const Module& m) {
+    std::vector<uint8_t> out;
+    for (const TensorEntry& e : m.state_dict()) {
+        const auto* p = reinterpret_cast<const uint8_t*>(e.tensor.data());
+        out.insert(out.end(), p, p + e.tensor.numel() * sizeof(float));
+    }
+    return out;
+}
+
+SGDOptions sgd_options() {
+    SGDOptions so(0.05);
+    so.momentum = 0.9;
+    so.weight_decay = 5e-4;
+    return so;
+}
+
+// A model, its optimizer and the first batch of 8.
+struct OneBatch {
+    std::shared_ptr<Module> model = tiny_model(1);
+    SGD opt{model->named_parameters(), sgd_options()};
+    Batch batch;
+    OneBatch() {
+        DataLoader loader(tiny_set(16, 2), loader_options());
+        loader.start_epoch(0);
+        REQUIRE(loader.next(batch));
+    }
+};
+
+// Two epochs of 3 steps, tested on 9 images, no schedule.
+struct TwoEpochs {
+    std::shared_ptr<Module> model = tiny_model(4);
+    SGD opt{model->named_parameters(), sgd_options()};
+    DataLoader loader{tiny_set(24, 5), loader_options()};
+    LoopOptions lo;
+    TwoEpochs() {
+        lo.epochs = 2;
+        lo.test_set = tiny_set(9, 6);
+        lo.test_loader = loader_options();
+    }
+    LoopResult train(const std::vector<Callback*>& callbacks) {
+        return train_epochs(*model, opt, nullptr, loader, lo, {}, callbacks);
+    }
+};
+
+}  // namespace
+
+TEST_CASE("train_step changes the weights and reports loss, gradient norm and correct count") {
+    OneBatch one;
+    Module& model = *one.model;
+    SGD& opt = one.opt;
+    const Batch& b = one.batch;
+    const auto before = weight_bytes(model);
+    bool looked = false;
+    const StepResult r = train_step(model, opt, b, 0.f, [&] { looked = true; });
+    CHECK(r.finite());
+    CHECK(r.loss > 0);
+    CHECK(r.grad_norm > 0);
+    CHECK(r.correct >= 0);
+    CHECK(r.correct <= 8);
+    CHECK(looked);
+    CHECK(weight_bytes(model) != before);
+}
+
+TEST_CASE("a non-finite step changes no weight, and the diagnosis names the layer") {
+    OneBatch one;
+    Module& model = *one.model;
+    SGD& opt = one.opt;
+    const Batch& b = one.batch;
+    REQUIRE(train_step(model, opt, b).finite());  // a momentum buffer exists now
+    Tensor w = model.named_parameters()[0].second;  // "1.weight"
+    for (int64_t i = 0; i < w.numel(); ++i) w.data()[i] = (i % 2 ? -1 : 1) * 3e38f;
+    const auto before = weight_bytes(model);
+    bool looked = false;
+    const StepResult r = train_step(model, opt, b, 0.f, [&] { looked = true; });
+    CHECK_FALSE(r.finite());
+    CHECK_FALSE(looked);
+    CHECK(weight_bytes(model) == before);
+    const std::string why = diagnose_non_finite(model, b.images, std::isfinite(r.loss));
+    CHECK_MESSAGE(why.find("1 (Linear)") != std::string::npos, why);
+}
+
+TEST_CASE("evaluate: loss, accuracy and a confusion matrix over the whole set") {
+    auto model = tiny_model(3);
+    auto set = tiny_set(21, 4);
+    LoaderOptions lo = loader_options();
+    lo.batch_size = 5;
+    model->train();
+    const EvalResult r = evaluate(*model, set, lo, true);
+    CHECK(r.n == 21);
+    CHECK(model->is_training());
+    int64_t total = 0, diagonal = 0;
+    for (size_t i = 0; i < r.confusion.size(); ++i)
+        for (size_t j = 0; j < r.confusion.size(); ++j) {
+            total += r.confusion[i][j];
+            if (i == j) diagonal += r.confusion[i][j];
+        }
+    CHECK(total == 21);
+    CHECK(r.accuracy == doctest::Approx(100.0 * diagonal / 21));
+    CHECK(r.logits.size(0) == 21);
+}
+
+TEST_CASE("the epoch loop: a checkpoint round trip and a resume give the weights of an uninterrupted run") {
+    TempDir dir;
+    auto train_set = tiny_set(40, 5), test_set = tiny_set(12, 6);
+    LoopOptions lo;
+    lo.epochs = 3;
+    lo.test_set = test_set;
+    lo.test_loader = loader_options();
+
+    // Uninterrupted: 3 epochs.
+    auto straight = tiny_model(11);
+    SGD opt_s(straight->named_parameters(), sgd_options());
+    MultiStepLR sched_s(opt_s, {1, 2}, 0.5);
+    DataLoader loader_s(train_set, loader_options());
+    const LoopResult rs = train_epochs(*straight, opt_s, &sched_s, loader_s, lo);
+    CHECK(rs.state.epochs_done == 3);
+    CHECK(rs.state.step == 15);
+    CHECK(rs.epochs.size() == 3);
+    CHECK_FALSE(rs.diverged);
+
+    // 1 epoch, checkpointed by the callback; then a fresh process-like start.
+    {
+        auto first = tiny_model(11);
+        SGD opt(first->named_parameters(), sgd_options());
+        MultiStepLR sched(opt, {1, 2}, 0.5);
+        DataLoader loader(train_set, loader_options());
+        SaveCheckpoint save(dir / "ck.safetensors", *first, opt, &sched, {{"what", "tiny"}});
+        LoopOptions one = lo;
+        one.epochs = 1;
+        CHECK(train_epochs(*first, opt, &sched, loader, one, {}, {&save}).state.epochs_done == 1);
+    }
+    manual_seed(999);  // the checkpoint brings the generator back
+    auto resumed = tiny_model(12);  // other initial weights: the checkpoint replaces them
+    SGD opt_r(resumed->named_parameters(), sgd_options());
+    MultiStepLR sched_r(opt_r, {1, 2}, 0.5);
+    DataLoader loader_r(train_set, loader_options());
+    const TrainingCheckpoint ck = TrainingCheckpoint::load(dir / "ck.safetensors");
+    CHECK(ck.run.at("what") == "tiny");
+    CHECK(ck.run.count("rng") == 0);
+    CHECK(ck.run.count("optim.type") == 0);
+    const TrainState state = ck.resume(*resumed, opt_r, &sched_r);
+    CHECK(state.epochs_done == 1);
+    CHECK(state.step == 5);
+    CHECK(opt_r.param_groups()[0].lr == doctest::Approx(0.025));
+    const LoopResult rr = train_epochs(*resumed, opt_r, &sched_r, loader_r, lo, state);
+    CHECK(rr.state.step == 15);
+    CHECK(weight_bytes(*resumed) == weight_bytes(*straight));
+    CHECK(rr.epochs.back().test_loss == rs.epochs.back().test_loss);
+
+    // Saving what was loaded gives the same file.
+    ck.save(dir / "again.safetensors");
+    CHECK(read_bytes(dir / "again.safetensors") == read_bytes(dir / "ck.safetensors"));
+    CHECK_THROWS_WITH_AS(TrainingCheckpoint::load(dir / "nowhere.safetensors"),
+                         doctest::Contains("nowhere.safetensors"), Error);
+}
+
+TEST_CASE("the epoch loop stops at max_steps (a partial epoch) and on a non-finite step") {
+    auto train_set = tiny_set(40, 5);
+    auto model = tiny_model(2);
+    SGD opt(model->named_parameters(), sgd_options());
+    DataLoader loader(train_set, loader_options());
+    LoopOptions lo;
+    lo.epochs = 4;
+    lo.max_steps = 7;
+    int64_t steps_seen = 0;
+    CallbackFunctions count;
+    count.step = [&](const StepInfo&) { ++steps_seen; };
+    const LoopResult r = train_epochs(*model, opt, nullptr, loader, lo, {}, {&count});
+    CHECK(r.stopped_by_max_steps);
+    CHECK(r.state.step == 7);
+    CHECK(r.state.epochs_done == 1);
+    CHECK(steps_seen == 7);
+    REQUIRE(r.epochs.size() == 2);
+    CHECK(r.epochs[1].partial);
+    CHECK(std::isnan(r.epochs[1].test_acc));  // no test set
+
+    Tensor w = model->named_parameters()[0].second;
+    for (int64_t i = 0; i < w.numel(); ++i) w.data()[i] = (i % 2 ? -1 : 1) * 3e38f;
+    std::string reason;
+    CallbackFunctions watch;
+    watch.diverged = [&](const Divergence& d) { reason = d.reason; };
+    lo.max_steps = 0;
+    const LoopResult d = train_epochs(*model, opt, nullptr, loader, lo, r.state, {&watch});
+    REQUIRE(d.diverged);
+    CHECK(d.diverged->step == 8);
+    CHECK(d.diverged->epoch == 2);
+    CHECK(d.diverged->batch == 1);
+    CHECK(reason == d.diverged->reason);
+    CHECK(reason.find("1 (Linear)") != std::string::npos);
+}
+
+TEST_CASE("MetricsLog: metrics.csv and metrics.jsonl, kept up to the resumed epoch") {
+    TempDir dir;
+    TwoEpochs run;
+    LayerGradNorms layers(*run.model);
+    MetricsLog log(dir / "metrics.csv", dir / "metrics.jsonl", &layers);
+    run.train({&layers, &log});
+
+    std::ifstream csv(dir / "metrics.csv");
+    std::vector<std::string> rows;
+    for (std::string line; std::getline(csv, line);) rows.push_back(line);
+    REQUIRE(rows.size() == 3);
+    CHECK(rows[0] == "epoch,lr,train_loss,train_acc,test_loss,test_acc,grad_norm_mean,grad_norm_max,img_per_s,"
+                     "epoch_time_s,steps");
+    CHECK(rows[1].rfind("1,0.05,", 0) == 0);
+    CHECK(rows[2].substr(rows[2].rfind(',') + 1) == "6");
+    std::ifstream jsonl(dir / "metrics.jsonl");
+    std::vector<nlohmann::json> objects;
+    for (std::string line; std::getline(jsonl, line);) objects.push_back(nlohmann::json::parse(line));
+    REQUIRE(objects.size() == 2);
+    for (const char* key : {"epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "grad_norm_mean",
+                            "grad_norm_max", "img_per_s", "epoch_time_s", "steps", "partial_epoch",
+                            "layer_grad_norm"})
+        CHECK_MESSAGE(objects[1].contains(key), key);
+    CHECK(objects[1]["epoch"] == 2);
+    CHECK(objects[1]["layer_grad_norm"].size() == 2);  // layers "1" and "3"
+    CHECK(objects[1]["layer_grad_norm"]["1"].get<double>() > 0);
+
+    // A resume after epoch 1 keeps the header, epoch 1's row and its object.
+    MetricsLog again(dir / "metrics.csv", dir / "metrics.jsonl");
+    again.on_train_begin({1, 3});
+    std::ifstream csv2(dir / "metrics.csv");
+    rows.clear();
+    for (std::string line; std::getline(csv2, line);) rows.push_back(line);
+    CHECK(rows.size() == 2);
+    std::ifstream jsonl2(dir / "metrics.jsonl");
+    int n = 0;
+    for (std::string line; std::getline(jsonl2, line);) ++n;
+    CHECK(n == 1);
+}
+
+TEST_CASE("Figures: training loss, test accuracy and gradient norm as PNGs beside the logs") {
+    if (!gnuplot_found()) {
+        MESSAGE("gnuplot not found (apt-get install gnuplot-nox): figures not tested");
+        return;
+    }
+    TempDir dir;
+    TwoEpochs run;
+    MetricsLog log(dir / "metrics.csv", dir / "metrics.jsonl");
+    Figures figures(dir.path.string(), log.csv_path(), "tiny");
+    run.train({&log, &figures});
+    for (const char* name : {"train_loss", "test_accuracy", "grad_norm"}) {
+        CHECK_MESSAGE(fs::file_size(dir / (std::string(name) + ".png")) > 0, name);
+        CHECK(fs::exists(dir / (std::string(name) + ".gp")));
+        CHECK_FALSE(fs::exists(dir / (std::string(name) + ".gp.err")));
+    }
+    // A figure that cannot be drawn is a warning and a count, not an exception.
+    Figures nowhere((dir / "no/such/folder"), log.csv_path(), "tiny");
+    CHECK(nowhere.draw() == 0);
+}

@@ -1,0 +1,60 @@
+#include "train/step.h"
+
+#include "core/autograd.h"
+#include "core/ops.h"
+#include "layers/loss.h"
+#include "optim/grad_utils.h"
+
+namespace minnow {
+
+StepResult train_step(Module& model, Optimizer& opt, const Batch& b, float label_smoothing,
+                      const std::function<void()>& after_backward) {
+    opt.zero_grad();
+    Tensor logits = model(b.images);
+    Tensor loss = cross_entropy(logits, b.labels, label_smoothing);
+    StepResult r;
+    r.loss = loss.item();
+    if (!std::isfinite(r.loss)) return r;
+    loss.backward();
+    r.grad_norm = global_grad_norm(model.parameters());
+    if (!r.finite()) return r;
+    if (after_backward) after_backward();
+    opt.step();
+    Tensor pred = argmax(logits, 1);
+    for (int64_t i = 0; i < pred.numel(); ++i) r.correct += pred.data()[i] == b.labels.data()[i];
+    return r;
+}
+
+namespace {
+bool all_finite(const Tensor& t) {
+    for (int64_t i = 0; i < t.numel(); ++i)
+        if (!std::isfinite(t.data()[i])) return false;
+    return true;
+}
+}  // namespace
+
+std::string diagnose_non_finite(Module& model, const Tensor& images, bool loss_finite) {
+    if (loss_finite) {
+        std::string name;
+        if (!all_finite_grads(model.named_parameters(), &name)) return "the gradient of " + name + " is not finite";
+    }
+    std::string first;
+    for (auto& [name, m] : model.named_modules()) {
+        if (!m->named_children().empty()) continue;  // leaves only: the layers themselves
+        m->register_forward_hook([&first, name = name](Module& mod, const Tensor& y) {
+            if (first.empty() && !all_finite(y)) first = name + " (" + mod.type_name() + ")";
+        });
+    }
+    if (!all_finite(images)) first = "the input batch itself";
+    {
+        NoGradGuard ng;
+        model(images);
+    }
+    for (auto& [name, m] : model.named_modules()) m->clear_forward_hooks();
+    if (!first.empty()) return "the output of " + first + " is the first that is not finite";
+    std::string name;
+    if (!all_finite_grads(model.named_parameters(), &name)) return "the gradient of " + name + " is not finite";
+    return "every layer's output was finite on a rerun: the loss overflowed";
+}
+
+}  // namespace minnow

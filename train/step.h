@@ -1,0 +1,39 @@
+// minnow/train/step.h: one training step, and what went wrong in one that
+// went non-finite.
+//
+//     StepResult r = train_step(model, opt, batch);
+//     if (!r.finite()) std::puts(diagnose_non_finite(model, batch.images, std::isfinite(r.loss)).c_str());
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "data/loader.h"
+#include "layers/module.h"
+#include "optim/optimizer.h"
+
+namespace minnow {
+
+struct StepResult {
+    float loss = NAN;        // the batch's mean cross-entropy
+    double grad_norm = NAN;  // global L2 norm of the gradient (NaN if the loss was not finite)
+    int64_t correct = 0;     // images of the batch the model got right (before the step)
+    bool finite() const { return std::isfinite(loss) && std::isfinite(grad_norm); }
+};
+
+// One step: zero_grad, forward, cross-entropy (with label smoothing), backward,
+// the gradient's global norm, then (only if loss and gradient are finite)
+// `after_backward` (to look at the gradients) and opt.step(). A non-finite step
+// changes no weight: the caller decides what to do (see diagnose_non_finite).
+StepResult train_step(Module& model, Optimizer& opt, const Batch& b, float label_smoothing = 0.f,
+                      const std::function<void()>& after_backward = {});
+
+// Called when the loss or the gradient went non-finite: reruns the batch with
+// a hook on every layer and names the first whose output is not finite, or
+// else the first parameter whose gradient is not. `loss_finite`: whether the
+// step's loss was finite (then the gradients of that step are looked at first).
+std::string diagnose_non_finite(Module& model, const Tensor& images, bool loss_finite);
+
+}  // namespace minnow
