@@ -19,6 +19,7 @@
 #include <map>
 
 #include "apps/common.h"
+#include "layers/norm_factory.h"
 #include "core/random.h"
 #include "optim/lr_scheduler.h"
 #include "optim/sgd.h"
@@ -151,7 +152,7 @@ int main(int argc, char** argv) {
     Options o;
     CLI::App app{"train_cifar: trains a reference network on CIFAR-10 (the BatchNorm experiment)"};
     app.add_option("--model", o.model, "cnn or resnet20")->check(CLI::IsMember(model_names()));
-    app.add_option("--norm", o.norm, "batch, none, renorm, group or layer");
+    app.add_option("--norm", o.norm, norm2d_help())->check(CLI::IsMember(norm2d_kinds()));
     app.add_option("--data", o.data, "cifar-10-batches-bin folder or image folders with train/ and test/");
     app.add_option("--epochs", o.epochs, "epochs")->capture_default_str();
     app.add_option("--batch-size", o.batch_size, "batch size")->capture_default_str();
