@@ -1,4 +1,4 @@
-// apps/study.h: what the BatchNorm study apps (apps/study_*.cpp) share: the
+// studies/study.h: what the BatchNorm studies (studies/study_*.cpp) share: the
 // flags every study has, a short training run that records its curves and
 // treats divergence as a result, CSV files, gnuplot figures and markdown
 // tables. Header-only, like apps/common.h.

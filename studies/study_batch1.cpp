@@ -13,7 +13,7 @@
 // by default). For the gated BatchNorm it also reports where each layer's
 // gates ended. Writes runs/<norm>-b<batch>.csv, results.csv, gates.csv,
 // test_accuracy.png and summary.md into --out.
-#include "apps/study.h"
+#include "studies/study.h"
 #include "core/ops.h"
 
 using namespace minnow;

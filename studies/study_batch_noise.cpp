@@ -49,7 +49,7 @@
 #include <map>
 #include <numeric>
 
-#include "apps/study.h"
+#include "studies/study.h"
 #include "core/safetensors.h"
 #include "layers/batchnorm.h"
 #include "layers/groupnorm.h"

@@ -20,7 +20,7 @@
 // fast each momentum follows a shift of the input distribution.
 // Writes into --out: runs/momentum-<m>.csv (per epoch), running_stats.csv,
 // adaptation.csv, figures and summary.md.
-#include "apps/study.h"
+#include "studies/study.h"
 #include "layers/batchnorm.h"
 
 using namespace minnow;

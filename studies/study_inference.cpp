@@ -281,7 +281,7 @@ void write_summary(const Options& o, const nlohmann::json& info, const std::vect
     md << "# Study 6: inference (BatchNorm folding, bfloat16)\n\n"
        << "Checkpoint: `" << info.value("checkpoint", o.checkpoint) << "`";
     if (info.contains("epochs_done")) md << " (after " << info["epochs_done"].get<std::string>() << " epochs)";
-    md << ". Written by `apps/study_inference.cpp`.\n\nVersions of the model, all in eval mode:\n\n";
+    md << ". Written by `studies/study_inference.cpp`.\n\nVersions of the model, all in eval mode:\n\n";
     for (const auto& v : variants) md << "- **" << v.name << "**: " << v.description << "\n";
     md << "\n";
 

@@ -14,7 +14,7 @@
 // running mean of the loss took to fall below --loss-target, the per-epoch
 // curves and divergence. Writes runs/<norm>-x<scale>.csv (epochs) and
 // -steps.csv (every step), results.csv, figures and summary.md into --out.
-#include "apps/study.h"
+#include "studies/study.h"
 
 using namespace minnow;
 using namespace minnow::app;

@@ -11,7 +11,7 @@
 //   runs/<norm>-lr<lr>-steps.csv   every step's loss and its 50-step running mean
 //   sweep.csv                      one row per run: final/best accuracy, divergence
 //   test_accuracy.png, train_loss.png, step_loss.png, summary.md
-#include "apps/study.h"
+#include "studies/study.h"
 
 using namespace minnow;
 using namespace minnow::app;
