@@ -42,6 +42,75 @@ std::vector<std::vector<std::string>> gate_rows(Module& model, const std::string
     return rows;
 }
 
+// The gates in a group of their own: lr gate_lr at every batch size and no
+// weight decay (it would pull every gate to 1/2).
+std::function<std::vector<ParamGroupSpec>(const NamedTensors&)> gates_apart(double gate_lr) {
+    return [gate_lr](const NamedTensors& params) {
+        NamedTensors gates_only, rest;
+        for (const auto& np : params) (is_gate(np.first) ? gates_only : rest).push_back(np);
+        std::vector<ParamGroupSpec> groups{ParamGroupSpec(rest)};
+        if (!gates_only.empty()) {
+            groups.emplace_back(gates_only);
+            groups.back().lr = gate_lr;
+            groups.back().weight_decay = 0.0;
+        }
+        return groups;
+    };
+}
+
+struct Batch1Tables {
+    std::string accuracy, gates;  // markdown; gates empty without a gated run
+};
+
+// Every norm at the default batch size and at batch 1 (lr scaled linearly):
+// runs/<norm>-b<batch>.csv, results.csv (the accuracy drop), gates.csv (where
+// the gated BatchNorm's gates ended) and test_accuracy.png.
+Batch1Tables compare_batch_sizes(const StudyOptions& o, const StudyData& data, const std::vector<std::string>& norms,
+                                 double base_lr, double gate_lr, double threshold) {
+    CsvFile results(o.out + "/results.csv", {"norm", "acc_default_batch", "acc_batch1", "drop_points",
+                                             "drop_relative_pct", "exceeds_threshold"});
+    CsvFile gates(o.out + "/gates.csv", {"run", "layer", "gate_mean", "gate_min", "gate_max"});
+    Figure acc("Test accuracy at batch " + std::to_string(o.batch_size) + " and at batch 1", "epoch", "accuracy (%)");
+    std::vector<std::vector<std::string>> rows, gate_table;
+    double reference_acc = NAN;  // BatchNorm at the default batch: "the default build"
+    for (const auto& norm : norms) {
+        double acc_at[2] = {NAN, NAN};
+        const int64_t batch_sizes[2] = {o.batch_size, 1};
+        for (int i = 0; i < 2; ++i) {
+            RunSpec spec = study_run(o, norm + " b" + std::to_string(batch_sizes[i]), norm);
+            spec.batch_size = batch_sizes[i];
+            spec.lr = base_lr * static_cast<double>(batch_sizes[i]) / static_cast<double>(o.batch_size);
+            spec.param_groups = gates_apart(gate_lr);
+            RunRecord r = train_run(spec, data.train, data.test);
+            const std::string base = o.out + "/runs/" + norm + "-b" + std::to_string(spec.batch_size);
+            write_epochs_csv(base + ".csv", r);
+            if (!r.epochs.empty()) acc.series.push_back({base + ".csv", "epoch", "test_acc", spec.label});
+            acc_at[i] = r.diverged() ? NAN : r.final_test_acc();
+            for (auto& row : gate_rows(*r.model, spec.label)) {
+                gates.row(row);
+                gate_table.push_back(row);
+            }
+        }
+        if (norm == "batch") reference_acc = acc_at[0];
+        const double drop = acc_at[0] - acc_at[1];
+        const bool exceeds = !(drop <= threshold);  // a diverged run (NaN) exceeds it too
+        results.row({norm, num(acc_at[0], 4), num(acc_at[1], 4), num(drop, 4), num(100 * drop / acc_at[0], 4),
+                     exceeds ? "yes" : "no"});
+        rows.push_back({norm, num(acc_at[0], 4), num(acc_at[1], 4), num(drop, 3),
+                        std::isnan(reference_acc) ? "-" : num(reference_acc - acc_at[1], 3),
+                        exceeds ? "**yes**" : "no"});
+    }
+    acc.extra = "set xtics 1";
+    plot(o.out + "/test_accuracy.png", acc);
+    Batch1Tables t;
+    t.accuracy = md_table({"norm", "test acc, batch " + std::to_string(o.batch_size) + " (%)", "test acc, batch 1 (%)",
+                           "drop (points)", "drop vs BatchNorm at batch " + std::to_string(o.batch_size),
+                           "drop > " + num(threshold) + " points"},
+                          rows);
+    if (!gate_table.empty()) t.gates = md_table({"run", "layer", "mean g", "min g", "max g"}, gate_table);
+    return t;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -53,7 +122,7 @@ int main(int argc, char** argv) {
     double base_lr = 0.1, gate_lr = 0.1, threshold = 15;
     CLI::App app{"study_batch1: normalisations trained at batch size 1 and at the default batch size"};
     add_study_flags(app, o);  // --batch-size is the default build's batch size
-    app.add_option("--norms", norms, "normalisations (kinds of make_norm2d)")->delimiter(',')->capture_default_str();
+    add_norms_flag(app, norms);
     app.add_option("--lr", base_lr, "lr at --batch-size; batch size 1 gets lr * 1 / batch-size")
         ->capture_default_str();
     app.add_option("--gate-lr", gate_lr, "lr of the gated BatchNorm's gates, at every batch size (no weight decay)")
@@ -61,93 +130,18 @@ int main(int argc, char** argv) {
     app.add_option("--threshold", threshold, "accuracy drop (percentage points) that counts as too much")
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
-    try {
+    return run_study("study_batch1", [&] {
         const StudyData data = start_study(o, "batch 1");
-        const auto& train_set = data.train;
-        const auto& test_set = data.test;
-
-        CsvFile results(o.out + "/results.csv", {"norm", "acc_default_batch", "acc_batch1", "drop_points",
-                                                 "drop_relative_pct", "exceeds_threshold"});
-        CsvFile gates(o.out + "/gates.csv", {"run", "layer", "gate_mean", "gate_min", "gate_max"});
-        Figure acc("Test accuracy at batch " + std::to_string(o.batch_size) + " and at batch 1", "epoch",
-                   "accuracy (%)");
-        std::vector<std::vector<std::string>> rows, gate_table;
-        double reference_acc = NAN;  // BatchNorm at the default batch: "the default build"
-        for (const auto& norm : norms) {
-            double acc_at[2] = {NAN, NAN};
-            const int64_t batch_sizes[2] = {o.batch_size, 1};
-            for (int i = 0; i < 2; ++i) {
-                RunSpec spec;
-                spec.norm = norm;
-                spec.batch_size = batch_sizes[i];
-                spec.lr = base_lr * static_cast<double>(batch_sizes[i]) / static_cast<double>(o.batch_size);
-                spec.label = norm + " b" + std::to_string(spec.batch_size);
-                spec.epochs = o.epochs;
-                spec.seed = o.seed;
-                // The gates in a group of their own: lr --gate-lr at every batch
-                // size and no weight decay (it would pull every gate to 1/2).
-                spec.param_groups = [gate_lr](const NamedTensors& params) {
-                    NamedTensors gates_only, rest;
-                    for (const auto& np : params)
-                        (is_gate(np.first) ? gates_only : rest).push_back(np);
-                    std::vector<ParamGroupSpec> groups{ParamGroupSpec(rest)};
-                    if (!gates_only.empty()) {
-                        groups.emplace_back(gates_only);
-                        groups.back().lr = gate_lr;
-                        groups.back().weight_decay = 0.0;
-                    }
-                    return groups;
-                };
-                RunRecord r = train_run(spec, train_set, test_set);
-                const std::string base = o.out + "/runs/" + norm + "-b" + std::to_string(spec.batch_size);
-                write_epochs_csv(base + ".csv", r);
-                if (!r.epochs.empty()) acc.series.push_back({base + ".csv", "epoch", "test_acc", spec.label});
-                acc_at[i] = r.diverged() ? NAN : r.final_test_acc();
-                for (auto& row : gate_rows(*r.model, spec.label)) {
-                    gates.row(row);
-                    gate_table.push_back(row);
-                }
-            }
-            if (norm == "batch") reference_acc = acc_at[0];
-            const double drop = acc_at[0] - acc_at[1];
-            const bool exceeds = !(drop <= threshold);  // a diverged run (NaN) exceeds it too
-            results.row({norm, num(acc_at[0], 4), num(acc_at[1], 4), num(drop, 4),
-                         num(100 * drop / acc_at[0], 4), exceeds ? "yes" : "no"});
-            rows.push_back({norm, num(acc_at[0], 4), num(acc_at[1], 4), num(drop, 3),
-                            std::isnan(reference_acc) ? "-" : num(reference_acc - acc_at[1], 3),
-                            exceeds ? "**yes**" : "no"});
-        }
-        acc.extra = "set xtics 1";
-        plot(o.out + "/test_accuracy.png", acc);
-
-        std::ostringstream md;
-        md << "# Batch size 1: which normalisation survives it\n\n"
-           << "Budget: " << budget_text(o, train_set->n, test_set->n) << " (batch " << o.batch_size
-           << " for the default build, 1 for the batch-1 build: the same images, the same epochs). "
-           << "Shortened from the 20-epoch recipe: a batch-1 epoch is " << train_set->n
-           << " optimizer steps. lr " << num(base_lr) << " at batch " << o.batch_size << " and "
-           << num(base_lr / o.batch_size) << " at batch 1 (linear scaling), SGD momentum 0.9, weight decay "
-           << "5e-4, except the gated BatchNorm's gates: lr " << num(gate_lr) << " at both batch sizes and no weight "
-           << "decay (scaled like the rest, a gate would barely move: its gradient carries a factor g(1-g) = 0.018 "
-           << "at the start), constant lr, shuffled batches (random class order), "
-           << "crop+flip. Evaluated in eval mode (BatchNorm, gated BatchNorm and BatchRenorm then use "
-           << "their running statistics; GroupNorm and LayerNorm have none).\n\n"
-           << "Command: `" << command_line(argc, argv) << "`  \nMachine: " << threading_info() << "\n\n"
-           << md_table({"norm", "test acc, batch " + std::to_string(o.batch_size) + " (%)", "test acc, batch 1 (%)",
-                        "drop (points)", "drop vs BatchNorm at batch " + std::to_string(o.batch_size),
-                        "drop > " + num(threshold) + " points"},
-                       rows)
-           << "\n![test accuracy](test_accuracy.png)\n\n";
-        if (!gate_table.empty())
-            md << "## Where the gates of the gated BatchNorm ended\n\n"
-               << "g = sigmoid(gate) per channel (1: batch statistics only, 0: running statistics only; "
-                  "initial g = 0.982):\n\n"
-               << md_table({"run", "layer", "mean g", "min g", "max g"}, gate_table) << "\n";
-        write_text(o.out + "/summary.md", md.str());
-        std::printf("wrote %s/summary.md\n", o.out.c_str());
-        return 0;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "study_batch1: %s\n", e.what());
-        return 1;
-    }
+        const Batch1Tables tables = compare_batch_sizes(o, data, norms, base_lr, gate_lr, threshold);
+        TemplateValues v = run_values(argc, argv);
+        v["budget"] = budget_text(o, data.train->n, data.test->n);
+        v["batch_size"] = std::to_string(o.batch_size);
+        v["train_images"] = std::to_string(data.train->n);
+        v["lr"] = num(base_lr);
+        v["lr_batch1"] = num(base_lr / o.batch_size);
+        v["gate_lr"] = num(gate_lr);
+        v["table"] = tables.accuracy;
+        v["gates"] = tables.gates.empty() ? "" : fill_template("batch1/gates", {{"table", tables.gates}});
+        write_summary(o.out, fill_template("batch1/summary", v));
+    });
 }

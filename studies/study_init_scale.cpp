@@ -19,6 +19,68 @@
 using namespace minnow;
 using namespace minnow::app;
 
+namespace {
+
+// Training speed: the first step whose 50-step running mean of the loss is
+// below `target` (0: never).
+int64_t steps_to_loss(const std::vector<float>& step_loss, double target) {
+    double sum = 0;
+    for (size_t i = 0; i < step_loss.size(); ++i) {
+        sum += step_loss[i];
+        if (i >= 50) sum -= step_loss[i - 50];
+        if (i >= 49 && sum / 50 < target) return static_cast<int64_t>(i) + 1;
+    }
+    return 0;
+}
+
+// Every norm at every initial scale: each run's CSVs under runs/, a row in
+// results.csv, figures, and the summary's table (returned).
+std::string sweep_initial_scales(const StudyOptions& o, const StudyData& data, const std::vector<std::string>& norms,
+                                 const std::vector<double>& scales, double loss_target) {
+    CsvFile results(o.out + "/results.csv", {"norm", "scale", "first_loss", "steps_to_target", "final_test_acc",
+                                             "final_train_loss", "diverged_at_step"});
+    Figure acc("Test accuracy by initial weight scale", "epoch", "accuracy (%)");
+    Figure steps("Training loss per step (running mean over 50 steps)", "step", "cross-entropy", true);
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& norm : norms) {
+        for (double scale : scales) {
+            RunSpec spec = study_run(o, norm + " x" + num(scale), norm);
+            spec.prepare = [scale](Module& model) {
+                NoGradGuard ng;
+                for (auto& [name, p] : model.named_parameters())
+                    if (p.dim() >= 2) mul_(p, static_cast<float>(scale));
+            };
+            RunRecord r = train_run(spec, data.train, data.test);
+            const std::string base = o.out + "/runs/" + norm + "-x" + num(scale);
+            write_epochs_csv(base + ".csv", r);
+            write_step_loss_csv(base + "-steps.csv", r);
+            if (!r.epochs.empty()) acc.series.push_back({base + ".csv", "epoch", "test_acc", spec.label});
+            steps.series.push_back({base + "-steps.csv", "step", "loss_mean50", spec.label, "lines"});
+
+            const int64_t to_target = steps_to_loss(r.step_loss, loss_target);
+            const double first = r.step_loss.empty() ? NAN : r.step_loss.front();
+            const std::string final_acc = r.epochs.empty() ? "-" : num(r.final_test_acc(), 4);
+            const std::string final_loss = r.epochs.empty() ? "-" : num(r.epochs.back().train_loss, 4);
+            results.row({norm, num(scale), num(first), std::to_string(to_target), final_acc, final_loss,
+                         std::to_string(r.diverged_at_step)});
+            rows.push_back({spec.label, num(first, 4),
+                            to_target ? std::to_string(to_target) : fill_phrase("init_scale/not_reached"),
+                            accuracy_per_epoch(r), divergence_cell(r)});
+        }
+    }
+    acc.extra = "set xtics 1";
+    // A diverging run climbs to 1e30 and would flatten every other curve:
+    // the axis stops at 10 (ln 10 = 2.3 is chance), the run leaves the top.
+    steps.extra = "set yrange [1:10]";
+    plot(o.out + "/test_accuracy.png", acc);
+    plot(o.out + "/step_loss.png", steps);
+    return md_table({"run", "first loss", "steps to loss < " + num(loss_target), "test accuracy per epoch (%)",
+                     "diverged"},
+                    rows);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
     StudyOptions o;
     o.out = "results/studies/init-scale";
@@ -30,87 +92,16 @@ int main(int argc, char** argv) {
     app.add_option("--scales", scales, "factors applied to the initial conv and linear weights")
         ->delimiter(',')
         ->capture_default_str();
-    app.add_option("--norms", norms, "normalisations (kinds of make_norm2d)")->delimiter(',')->capture_default_str();
+    add_norms_flag(app, norms);
     app.add_option("--loss-target", loss_target, "training speed: steps until the 50-step mean loss is below this")
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
-    try {
+    return run_study("study_init_scale", [&] {
         const StudyData data = start_study(o, "init scale");
-        const auto& train_set = data.train;
-        const auto& test_set = data.test;
-
-        CsvFile results(o.out + "/results.csv", {"norm", "scale", "first_loss", "steps_to_target", "final_test_acc",
-                                                 "final_train_loss", "diverged_at_step"});
-        Figure acc("Test accuracy by initial weight scale", "epoch", "accuracy (%)");
-        Figure steps("Training loss per step (running mean over 50 steps)", "step", "cross-entropy", true);
-        std::vector<std::vector<std::string>> rows;
-        for (const auto& norm : norms) {
-            for (double scale : scales) {
-                RunSpec spec;
-                spec.label = norm + " x" + num(scale);
-                spec.norm = norm;
-                spec.epochs = o.epochs;
-                spec.batch_size = o.batch_size;
-                spec.seed = o.seed;
-                spec.prepare = [scale](Module& model) {
-                    NoGradGuard ng;
-                    for (auto& [name, p] : model.named_parameters())
-                        if (p.dim() >= 2) mul_(p, static_cast<float>(scale));
-                };
-                RunRecord r = train_run(spec, train_set, test_set);
-                const std::string base = o.out + "/runs/" + norm + "-x" + num(scale);
-                write_epochs_csv(base + ".csv", r);
-                write_step_loss_csv(base + "-steps.csv", r);
-                if (!r.epochs.empty()) acc.series.push_back({base + ".csv", "epoch", "test_acc", spec.label});
-                steps.series.push_back({base + "-steps.csv", "step", "loss_mean50", spec.label, "lines"});
-
-                // Training speed: the first step whose 50-step running mean is below the target.
-                int64_t to_target = 0;
-                double sum = 0;
-                for (size_t i = 0; i < r.step_loss.size() && !to_target; ++i) {
-                    sum += r.step_loss[i];
-                    if (i >= 50) sum -= r.step_loss[i - 50];
-                    if (i >= 49 && sum / 50 < loss_target) to_target = static_cast<int64_t>(i) + 1;
-                }
-                const double first = r.step_loss.empty() ? NAN : r.step_loss.front();
-                const std::string final_acc = r.epochs.empty() ? "-" : num(r.final_test_acc(), 4);
-                const std::string final_loss = r.epochs.empty() ? "-" : num(r.epochs.back().train_loss, 4);
-                results.row({norm, num(scale), num(first), std::to_string(to_target), final_acc, final_loss,
-                             std::to_string(r.diverged_at_step)});
-                std::string per_epoch;
-                for (const auto& e : r.epochs) per_epoch += (per_epoch.empty() ? "" : ", ") + num(e.test_acc, 3);
-                rows.push_back({spec.label, num(first, 4), to_target ? std::to_string(to_target) : "not reached",
-                                per_epoch.empty() ? "-" : per_epoch,
-                                r.diverged() ? "step " + std::to_string(r.diverged_at_step) + ": " + r.diverged_reason
-                                             : "no"});
-            }
-        }
-        acc.extra = "set xtics 1";
-        // A diverging run climbs to 1e30 and would flatten every other curve:
-        // the axis stops at 10 (ln 10 = 2.3 is chance), the run leaves the top.
-        steps.extra = "set yrange [1:10]";
-        plot(o.out + "/test_accuracy.png", acc);
-        plot(o.out + "/step_loss.png", steps);
-
-        std::ostringstream md;
-        md << "# Initial weight scale, with and without BatchNorm\n\n"
-           << "Every conv and linear weight of the default initialisation multiplied by the scale before "
-              "training. Budget: "
-           << budget_text(o, train_set->n, test_set->n)
-           << ". Shortened from the 20-epoch recipe (constant lr 0.1, SGD momentum 0.9, weight decay 5e-4, "
-              "crop+flip): the scale matters most at the start. Training speed = the first step at which "
-              "the mean loss of the last 50 steps is below "
-           << num(loss_target) << " (ln 10 = 2.30 is chance).\n\n"
-           << "Command: `" << command_line(argc, argv) << "`  \nMachine: " << threading_info() << "\n\n"
-           << md_table({"run", "first loss", "steps to loss < " + num(loss_target), "test accuracy per epoch (%)",
-                        "diverged"},
-                       rows)
-           << "\n![test accuracy](test_accuracy.png)\n\n![loss per step](step_loss.png)\n";
-        write_text(o.out + "/summary.md", md.str());
-        std::printf("wrote %s/summary.md\n", o.out.c_str());
-        return 0;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "study_init_scale: %s\n", e.what());
-        return 1;
-    }
+        TemplateValues v = run_values(argc, argv);
+        v["table"] = sweep_initial_scales(o, data, norms, scales, loss_target);
+        v["budget"] = budget_text(o, data.train->n, data.test->n);
+        v["loss_target"] = num(loss_target);
+        write_summary(o.out, fill_template("init_scale/summary", v));
+    });
 }
