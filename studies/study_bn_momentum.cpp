@@ -141,6 +141,108 @@ void reestimate_statistics(Module& model, std::shared_ptr<const ImageSet> set, i
     model.eval();
 }
 
+// The test sets of the study and the images its statistics are measured on.
+struct ShiftedSets {
+    std::shared_ptr<const ImageSet> swapped_test, shifted_test;  // labels 0<->1; contrast-shifted
+    std::shared_ptr<const ImageSet> pop, shifted_train;          // --pop-images training images, and shifted
+};
+
+ShiftedSets make_shifted_sets(const StudyOptions& o, const StudyData& data, int64_t pop_images) {
+    ShiftedSets s;
+    s.swapped_test = std::make_shared<const ImageSet>(labels_swapped(*data.test));
+    s.shifted_test = std::make_shared<const ImageSet>(contrast_shifted(*data.test));
+    s.pop = load_split(data.root, true, pop_images, o.cache_dir);
+    // Adaptation uses shifted TRAINING images, disjoint from the test set.
+    s.shifted_train = std::make_shared<const ImageSet>(contrast_shifted(*s.pop));
+    return s;
+}
+
+std::string run_base(const StudyOptions& o, double m) { return o.out + "/runs/momentum-" + num(m); }
+
+// Trains the cnn with BatchNorm momentum m, and after every epoch tests it on
+// the clean, label-swapped and contrast-shifted test sets and measures its
+// running statistics' errors (runs/momentum-<m>.csv, rows of running_stats.csv).
+// Returns the run (with its model) and its row of the accuracy table.
+RunRecord train_with_momentum(const StudyOptions& o, const StudyData& data, const ShiftedSets& sets, double m,
+                              CsvFile& stats, std::vector<std::string>& accuracy_row) {
+    const std::string tag = num(m);
+    // Per epoch: the accuracies and the stat errors of the first and last norm.
+    CsvFile per_epoch(run_base(o, m) + ".csv", {"epoch", "train_loss", "test_acc", "swapped_test_acc",
+                                                "shifted_test_acc", "first_mean_err", "first_var_err",
+                                                "last_mean_err", "last_var_err"});
+    RunSpec spec = study_run(o, "momentum " + tag, "batch");
+    spec.prepare = [m](Module& model) {
+        for (auto& [name, mod] : model.named_modules())
+            if (auto* bn = dynamic_cast<BatchNorm*>(mod)) bn->set_momentum(static_cast<float>(m));
+    };
+    double last_swapped = 0, last_shifted = 0;
+    RunRecord r = train_run(spec, data.train, data.test, [&](const EpochRecord& e, Module& model) {
+        last_swapped = evaluate(model, sets.swapped_test, 256).accuracy;
+        last_shifted = evaluate(model, sets.shifted_test, 256).accuracy;
+        auto errs = running_stat_errors(model, sets.pop);
+        for (const auto& se : errs)
+            stats.row({tag, std::to_string(e.epoch), se.layer, num(se.mean_err), num(se.var_err)});
+        per_epoch.row({std::to_string(e.epoch), num(e.train_loss), num(e.test_acc), num(last_swapped),
+                       num(last_shifted), num(errs.front().mean_err), num(errs.front().var_err),
+                       num(errs.back().mean_err), num(errs.back().var_err)});
+    });
+    accuracy_row = {tag, num(1 - m), r.diverged() ? "diverged" : num(r.final_test_acc(), 4), num(last_swapped, 4),
+                    num(last_shifted, 4)};
+    return r;
+}
+
+const std::vector<int64_t> kAdaptSteps{0, 1, 2, 4, 8, 16, 32, 64};
+
+// Adaptation to the shift, from the trained state each time: re-estimates the
+// statistics on k batches of shifted training images for each k of
+// kAdaptSteps (runs/momentum-<m>-adaptation.csv, rows of adaptation.csv).
+// Returns the row of the adaptation table.
+std::vector<std::string> adapt_to_shift(const StudyOptions& o, const StudyData& data, const ShiftedSets& sets,
+                                        double m, Module& model, CsvFile& adapt) {
+    const std::string tag = num(m);
+    auto trained = model.state_dict();  // aliases the live tensors, as in PyTorch: copy
+    for (auto& entry : trained) entry.tensor = entry.tensor.clone();
+    CsvFile curve(run_base(o, m) + "-adaptation.csv", {"batches", "shifted_test_acc"});
+    std::vector<std::string> row{tag};
+    for (int64_t k : kAdaptSteps) {
+        model.load_state_dict(trained);
+        reestimate_statistics(model, sets.shifted_train, k, 128, o.seed);
+        const double a = evaluate(model, sets.shifted_test, 256).accuracy;
+        const double clean = evaluate(model, data.test, 256).accuracy;
+        adapt.row({tag, std::to_string(k), num(a), num(clean)});
+        curve.row({std::to_string(k), num(a)});
+        row.push_back(num(a, 3));
+    }
+    return row;
+}
+
+// The five figures, from the runs' CSVs.
+void plot_momentum_figures(const StudyOptions& o, const std::vector<double>& momenta) {
+    Figure acc("Test accuracy (eval mode: running statistics)", "epoch", "accuracy (%)");
+    Figure shifted("Accuracy on the contrast-shifted test set", "epoch", "accuracy (%)");
+    Figure err_first("Running mean error at the first BatchNorm (features.1)", "epoch",
+                     "mean over channels of |running mean - population mean| / population std", true);
+    Figure err_last("Running variance error at the last BatchNorm (features.15)", "epoch",
+                    "mean over channels of |running var / population var - 1|", true);
+    Figure adapt_fig("Re-estimating the statistics on shifted images", "batches of 128 shifted training images",
+                     "accuracy on the shifted test set (%)");
+    for (double m : momenta) {
+        const std::string base = run_base(o, m), label = "momentum " + num(m);
+        acc.series.push_back({base + ".csv", "epoch", "test_acc", label});
+        shifted.series.push_back({base + ".csv", "epoch", "shifted_test_acc", label});
+        err_first.series.push_back({base + ".csv", "epoch", "first_mean_err", label});
+        err_last.series.push_back({base + ".csv", "epoch", "last_var_err", label});
+        adapt_fig.series.push_back({base + "-adaptation.csv", "batches", "shifted_test_acc", label});
+    }
+    acc.extra = shifted.extra = err_first.extra = err_last.extra = "set xtics 1";
+    adapt_fig.extra = "set logscale x 2\nset xrange [0.7:*]";  // batches = 0 is in the table, not on a log axis
+    plot(o.out + "/test_accuracy.png", acc);
+    plot(o.out + "/shifted_accuracy.png", shifted);
+    plot(o.out + "/running_mean_error.png", err_first);
+    plot(o.out + "/running_var_error.png", err_last);
+    plot(o.out + "/adaptation.png", adapt_fig);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -156,120 +258,28 @@ int main(int argc, char** argv) {
     app.add_option("--pop-images", pop_images, "training images for the population statistics (0: all)")
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
-    try {
+    return run_study("study_bn_momentum", [&] {
         const StudyData data = start_study(o, "bn momentum");
-        const auto& train_set = data.train;
-        const auto& test_set = data.test;
-        auto swapped_test = std::make_shared<const ImageSet>(labels_swapped(*test_set));
-        auto shifted_test = std::make_shared<const ImageSet>(contrast_shifted(*test_set));
-        auto pop_set = load_split(data.root, true, pop_images, o.cache_dir);
-        // Adaptation uses shifted TRAINING images, disjoint from the test set.
-        auto shifted_train = std::make_shared<const ImageSet>(contrast_shifted(*pop_set));
-
+        const ShiftedSets sets = make_shifted_sets(o, data, pop_images);
         CsvFile stats(o.out + "/running_stats.csv", {"momentum", "epoch", "layer", "mean_err", "var_err"});
         CsvFile adapt(o.out + "/adaptation.csv", {"momentum", "batches", "shifted_test_acc", "clean_test_acc"});
-        Figure acc("Test accuracy (eval mode: running statistics)", "epoch", "accuracy (%)");
-        Figure shifted("Accuracy on the contrast-shifted test set", "epoch", "accuracy (%)");
-        Figure err_first("Running mean error at the first BatchNorm (features.1)", "epoch",
-                         "mean over channels of |running mean - population mean| / population std", true);
-        Figure err_last("Running variance error at the last BatchNorm (features.15)", "epoch",
-                        "mean over channels of |running var / population var - 1|", true);
-        Figure adapt_fig("Re-estimating the statistics on shifted images", "batches of 128 shifted training images",
-                         "accuracy on the shifted test set (%)");
         std::vector<std::vector<std::string>> rows, adapt_rows;
-        const std::vector<int64_t> adapt_steps{0, 1, 2, 4, 8, 16, 32, 64};
         for (double m : momenta) {
-            const std::string tag = num(m);
-            const std::string base = o.out + "/runs/momentum-" + tag;
-            // Per epoch: the accuracies and the stat errors of the first and last norm.
-            CsvFile per_epoch(base + ".csv", {"epoch", "train_loss", "test_acc", "swapped_test_acc",
-                                              "shifted_test_acc", "first_mean_err", "first_var_err",
-                                              "last_mean_err", "last_var_err"});
-            RunSpec spec;
-            spec.label = "momentum " + tag;
-            spec.epochs = o.epochs;
-            spec.batch_size = o.batch_size;
-            spec.seed = o.seed;
-            spec.prepare = [m](Module& model) {
-                for (auto& [name, mod] : model.named_modules())
-                    if (auto* bn = dynamic_cast<BatchNorm*>(mod)) bn->set_momentum(static_cast<float>(m));
-            };
-            double last_swapped = 0, last_shifted = 0;
-            RunRecord r = train_run(spec, train_set, test_set, [&](const EpochRecord& e, Module& model) {
-                last_swapped = evaluate(model, swapped_test, 256).accuracy;
-                last_shifted = evaluate(model, shifted_test, 256).accuracy;
-                auto errs = running_stat_errors(model, pop_set);
-                for (const auto& se : errs)
-                    stats.row({tag, std::to_string(e.epoch), se.layer, num(se.mean_err), num(se.var_err)});
-                per_epoch.row({std::to_string(e.epoch), num(e.train_loss), num(e.test_acc), num(last_swapped),
-                               num(last_shifted), num(errs.front().mean_err), num(errs.front().var_err),
-                               num(errs.back().mean_err), num(errs.back().var_err)});
-            });
-            acc.series.push_back({base + ".csv", "epoch", "test_acc", spec.label});
-            shifted.series.push_back({base + ".csv", "epoch", "shifted_test_acc", spec.label});
-            err_first.series.push_back({base + ".csv", "epoch", "first_mean_err", spec.label});
-            err_last.series.push_back({base + ".csv", "epoch", "last_var_err", spec.label});
-            rows.push_back({tag, num(1 - m), r.diverged() ? "diverged" : num(r.final_test_acc(), 4),
-                            num(last_swapped, 4), num(last_shifted, 4)});
-
-            // Adaptation to the shift, from the trained state each time.
-            auto trained = r.model->state_dict();  // aliases the live tensors, as in PyTorch: copy
-            for (auto& entry : trained) entry.tensor = entry.tensor.clone();
-            CsvFile curve(base + "-adaptation.csv", {"batches", "shifted_test_acc"});
-            std::vector<std::string> arow{tag};
-            for (int64_t k : adapt_steps) {
-                r.model->load_state_dict(trained);
-                reestimate_statistics(*r.model, shifted_train, k, 128, o.seed);
-                const double a = evaluate(*r.model, shifted_test, 256).accuracy;
-                const double clean = evaluate(*r.model, test_set, 256).accuracy;
-                adapt.row({tag, std::to_string(k), num(a), num(clean)});
-                curve.row({std::to_string(k), num(a)});
-                arow.push_back(num(a, 3));
-            }
-            adapt_fig.series.push_back({base + "-adaptation.csv", "batches", "shifted_test_acc", spec.label});
-            adapt_rows.push_back(arow);
+            rows.emplace_back();
+            RunRecord r = train_with_momentum(o, data, sets, m, stats, rows.back());
+            adapt_rows.push_back(adapt_to_shift(o, data, sets, m, *r.model, adapt));
         }
-        acc.extra = shifted.extra = err_first.extra = err_last.extra = "set xtics 1";
-        adapt_fig.extra = "set logscale x 2\nset xrange [0.7:*]";  // batches = 0 is in the table, not on a log axis
-        plot(o.out + "/test_accuracy.png", acc);
-        plot(o.out + "/shifted_accuracy.png", shifted);
-        plot(o.out + "/running_mean_error.png", err_first);
-        plot(o.out + "/running_var_error.png", err_last);
-        plot(o.out + "/adaptation.png", adapt_fig);
+        plot_momentum_figures(o, momenta);
 
         std::vector<std::string> adapt_header{"momentum"};
-        for (int64_t k : adapt_steps) adapt_header.push_back(std::to_string(k) + " batches");
-        std::ostringstream md;
-        md << "# BatchNorm's running-statistics momentum under shift\n\n"
-           << "Budget: " << budget_text(o, train_set->n, test_set->n)
-           << ". Shortened from the 20-epoch recipe (constant lr 0.1, SGD momentum 0.9, weight decay 5e-4, "
-           << "crop+flip); the running statistics' behaviour shows within a few epochs. Momentum is PyTorch's: "
-           << "the weight of the new batch, so 0.1, 0.01, 0.5 are decays of 0.9, 0.99, 0.5. Population "
-           << "statistics: the input of each BatchNorm over " << pop_set->n
-           << " training images in eval mode.\n\n"
-           << "Command: `" << command_line(argc, argv) << "`  \nMachine: " << threading_info() << "\n\n"
-           << "## Accuracy after the last epoch (eval mode)\n\n"
-           << md_table({"momentum", "decay", "test acc (%)", "labels 0<->1 swapped (%)",
-                        "contrast-shifted (%)"},
-                       rows)
-           << "\nThe label swap changes no image, so no running statistic can see it: every model loses "
-              "exactly the test images of classes 0 and 1 it classified right. The contrast shift changes "
-              "every layer's input statistics, which is what running statistics are about.\n\n"
-           << "![test accuracy](test_accuracy.png)\n\n![shifted](shifted_accuracy.png)\n\n"
-           << "## What the running statistics did\n\n"
-           << "Distance of the running statistics from the population values of the current weights, "
-              "per epoch (all layers in running_stats.csv):\n\n"
-           << "![mean error](running_mean_error.png)\n\n![var error](running_var_error.png)\n\n"
-           << "## Following a shift: re-estimated statistics\n\n"
-           << "Accuracy (%) on the contrast-shifted test set after re-estimating the running statistics on "
-              "this many batches (128 each) of contrast-shifted training images, in train mode without "
-              "gradients and at each model's own momentum (0 batches: as trained):\n\n"
-           << md_table(adapt_header, adapt_rows) << "\n![adaptation](adaptation.png)\n";
-        write_text(o.out + "/summary.md", md.str());
-        std::printf("wrote %s/summary.md\n", o.out.c_str());
-        return 0;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "study_bn_momentum: %s\n", e.what());
-        return 1;
-    }
+        for (int64_t k : kAdaptSteps) adapt_header.push_back(std::to_string(k) + " batches");
+        TemplateValues v = run_values(argc, argv);
+        v["budget"] = budget_text(o, data.train->n, data.test->n);
+        v["pop_images"] = std::to_string(sets.pop->n);
+        v["accuracy_table"] = md_table({"momentum", "decay", "test acc (%)", "labels 0<->1 swapped (%)",
+                                        "contrast-shifted (%)"},
+                                       rows);
+        v["adaptation_table"] = md_table(adapt_header, adapt_rows);
+        write_summary(o.out, fill_template("bn_momentum/summary", v));
+    });
 }
