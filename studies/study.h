@@ -128,17 +128,6 @@ struct RunRecord {
 
 inline const char* yes_no(bool b) { return b ? "yes" : "no"; }
 
-// A run of the study's budget (epochs, batch size, seed) and the default recipe.
-inline RunSpec study_run(const StudyOptions& o, std::string label, std::string norm) {
-    RunSpec spec;
-    spec.label = std::move(label);
-    spec.norm = std::move(norm);
-    spec.epochs = o.epochs;
-    spec.batch_size = o.batch_size;
-    spec.seed = o.seed;
-    return spec;
-}
-
 // Trains `spec` on train_set, testing after each epoch. A non-finite loss or
 // gradient ends the run (recorded, not thrown): for a sweep it is a result.
 // on_epoch (optional) sees each finished epoch and the model, e.g. to
@@ -378,6 +367,17 @@ inline void write_text(const std::string& path, const std::string& text) {
     std::ofstream f(path);
     if (!f) throw Error(path + ": cannot write");
     f << text;
+}
+
+// A run of the study's budget (epochs, batch size, seed) and the default recipe.
+inline RunSpec study_run(const StudyOptions& o, std::string label, std::string norm) {
+    RunSpec spec;
+    spec.label = std::move(label);
+    spec.norm = std::move(norm);
+    spec.epochs = o.epochs;
+    spec.batch_size = o.batch_size;
+    spec.seed = o.seed;
+    return spec;
 }
 
 // Table cells of a run: its test accuracy per epoch ("71.2, 80.1", "-" if
