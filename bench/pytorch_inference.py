@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch's side of the inference study (apps/study_inference.cpp): the same
+"""PyTorch's side of the inference study (studies/study_inference.cpp): the same
 cnn, eval mode, the same shapes and the same timing (p50 / p90 of batch-1
 passes at 32x32 and 128x128, images/second of batch-256 passes at 32x32), in
 three versions:

@@ -1,4 +1,4 @@
-// apps/study.h: what the BatchNorm study apps (apps/study_*.cpp) share: the
+// studies/study.h: what the BatchNorm studies (studies/study_*.cpp) share: the
 // flags every study has, a short training run that records its curves and
 // treats divergence as a result, CSV files, gnuplot figures and markdown
 // tables. Header-only, like apps/common.h.
@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "apps/common.h"
+#include "studies/summary.h"
 #include "train/plot.h"
 #include "core/random.h"
 #include "optim/lr_scheduler.h"
@@ -50,6 +51,11 @@ inline void add_study_flags(CLI::App& app, StudyOptions& o) {
         ->capture_default_str();
     app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)");
     app.add_option("--seed", o.seed, "seed of initialisation, shuffling and augmentation")->capture_default_str();
+}
+
+// --norms: the normalisations a study compares (kinds of make_norm2d).
+inline void add_norms_flag(CLI::App& app, std::vector<std::string>& norms) {
+    app.add_option("--norms", norms, "normalisations (kinds of make_norm2d)")->delimiter(',')->capture_default_str();
 }
 
 // "4 epochs on 10000 of the 50000 training images (1000 per class), tested on 2000 ...".
@@ -281,6 +287,53 @@ inline void write_text(const std::string& path, const std::string& text) {
     std::ofstream f(path);
     if (!f) throw Error(path + ": cannot write");
     f << text;
+}
+
+// A run of the study's budget (epochs, batch size, seed) and the default recipe.
+inline RunSpec study_run(const StudyOptions& o, std::string label, std::string norm) {
+    RunSpec spec;
+    spec.label = std::move(label);
+    spec.norm = std::move(norm);
+    spec.epochs = o.epochs;
+    spec.batch_size = o.batch_size;
+    spec.seed = o.seed;
+    return spec;
+}
+
+// Table cells of a run: its test accuracy per epoch ("71.2, 80.1", "-" if
+// none) and where it diverged ("step 12: <reason>", or "no").
+inline std::string accuracy_per_epoch(const RunRecord& r) {
+    std::string s;
+    for (const auto& e : r.epochs) s += (s.empty() ? "" : ", ") + num(e.test_acc, 3);
+    return s.empty() ? "-" : s;
+}
+
+inline std::string divergence_cell(const RunRecord& r) {
+    return r.diverged() ? "step " + std::to_string(r.diverged_at_step) + ": " + r.diverged_reason : "no";
+}
+
+// The values every summary template has: {{command}} (as typed, build/<name>
+// ...) and {{machine}} (threads and kernels).
+inline TemplateValues run_values(int argc, char** argv) {
+    return {{"command", command_line(argc, argv)}, {"machine", threading_info()}};
+}
+
+// Writes the filled summary to <out>/summary.md and says so.
+inline void write_summary(const std::string& out, const std::string& text) {
+    write_text(out + "/summary.md", text);
+    std::printf("wrote %s/summary.md\n", out.c_str());
+}
+
+// A study's main after its flags: runs `body`, and turns an exception into a
+// message "<study>: <what>" and exit status 1.
+inline int run_study(const char* study, const std::function<void()>& body) {
+    try {
+        body();
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "%s: %s\n", study, e.what());
+        return 1;
+    }
 }
 
 }  // namespace minnow::app

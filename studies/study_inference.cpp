@@ -33,6 +33,7 @@
 #include <sstream>
 
 #include "apps/common.h"
+#include "studies/summary.h"
 #include "core/gemm_bf16.h"
 #include "core/random.h"
 #include "layers/conv2d_bf16.h"
@@ -273,118 +274,129 @@ std::string fixed(const std::string& s, int digits) {
     return buf;
 }
 
-void write_summary(const Options& o, const nlohmann::json& info, const std::vector<Variant>& variants) {
-    const fs::path out(o.out);
-    const Table latency = read_csv(out / "latency.csv"), accuracy = read_csv(out / "accuracy.csv"),
-                torch = read_csv(out / "pytorch_latency.csv");
-    std::ofstream md(out / "summary.md");
-    md << "# Study 6: inference (BatchNorm folding, bfloat16)\n\n"
-       << "Checkpoint: `" << info.value("checkpoint", o.checkpoint) << "`";
-    if (info.contains("epochs_done")) md << " (after " << info["epochs_done"].get<std::string>() << " epochs)";
-    md << ". Written by `apps/study_inference.cpp`.\n\nVersions of the model, all in eval mode:\n\n";
-    for (const auto& v : variants) md << "- **" << v.name << "**: " << v.description << "\n";
-    md << "\n";
+std::string threads_text(const std::string& threads) {
+    return fill_phrase(threads == "1" ? "inference/one_thread" : "inference/threads", {{"n", threads}});
+}
 
-    md << "## Latency and throughput\n\n";
-    if (latency.empty()) {
-        md << "(not measured yet: run with `--only latency`)\n\n";
-    } else {
-        md << "Eval-mode forward pass, no autograd graph, wall-clock time. Batch 1: one pass, median (p50) and "
-              "90th percentile (p90); batch 256: images/second from the median pass. The last column is the CPU "
-              "time of a 128x128 pass (p50, all threads together): with one thread it is the work itself, the "
-              "figure least disturbed by other programs sharing the cores; with two it includes OpenMP's waiting.\n\n";
-        std::vector<std::string> thread_counts;  // as measured, most threads first
-        for (const Table* t : {&latency, &torch})
-            for (const auto& r : *t)
-                if (std::find(thread_counts.begin(), thread_counts.end(), r.at("threads")) == thread_counts.end())
-                    thread_counts.push_back(r.at("threads"));
-        std::sort(thread_counts.begin(), thread_counts.end(),
-                  [](const std::string& a, const std::string& b) { return std::stoi(a) > std::stoi(b); });
-        std::vector<std::string> torch_variants;
-        for (const auto& r : torch)
-            if (std::find(torch_variants.begin(), torch_variants.end(), r.at("variant")) == torch_variants.end())
-                torch_variants.push_back(r.at("variant"));
-        for (const auto& threads : thread_counts) {
-            md << "**" << threads << (threads == "1" ? " thread" : " threads") << "**\n\n"
-               << "| version | batch 1, 32x32 p50 / p90 (ms) | batch 1, 128x128 p50 / p90 (ms) | batch 256, 32x32 "
-                  "(img/s) | 128x128 CPU ms/pass |\n|---|---|---|---|---|\n";
-            auto row = [&](const Table& t, const std::string& name, const std::string& label) {
-                if (cell(t, name, threads, "32x32", "1", "p50_ms") == "-") return;
-                md << "| " << label << " | " << fixed(cell(t, name, threads, "32x32", "1", "p50_ms"), 2) << " / "
-                   << fixed(cell(t, name, threads, "32x32", "1", "p90_ms"), 2) << " | "
-                   << fixed(cell(t, name, threads, "128x128", "1", "p50_ms"), 2) << " / "
-                   << fixed(cell(t, name, threads, "128x128", "1", "p90_ms"), 2) << " | "
-                   << fixed(cell(t, name, threads, "32x32", "256", "img_per_s"), 0) << " | "
-                   << fixed(cell(t, name, threads, "128x128", "1", "cpu_p50_ms"), 2) << " |\n";
-            };
-            for (const auto& v : variants) row(latency, v.name, "minnow " + v.name);
-            for (const auto& t : torch_variants) row(torch, t, t);
-            md << "\n";
-        }
-
-        // The published GPU figure, against the best p50 of the low-precision version.
-        const std::string best_name = variants.back().name;
-        std::string p50 = "-", at_threads, fp32;
-        for (const auto& threads : thread_counts) {
-            const std::string v = cell(latency, best_name, threads, "128x128", "1", "p50_ms");
-            if (v != "-" && (p50 == "-" || std::stod(v) < std::stod(p50))) {
-                p50 = v, at_threads = threads;
-                fp32 = cell(latency, "fp32", threads, "128x128", "1", "p50_ms");
-            }
-        }
-        md << "**Against the published GPU figure** (p50 under 9 ms at 128x128, batch 1): minnow " << best_name
-           << " has p50 " << fixed(p50, 2) << " ms";
-        if (!at_threads.empty()) md << " (" << at_threads << (at_threads == "1" ? " thread" : " threads") << ")";
-        md << " on this CPU, ";
-        if (p50 != "-" && std::stod(p50) < 9.0) md << "under 9 ms: it beats the figure";
-        else md << "not under 9 ms: it does not beat the figure";
-        if (fp32 != "-" && p50 != "-")
-            md << " (" << fixed(std::to_string(std::stod(fp32) / std::stod(p50)), 1) << "x faster than fp32's "
-               << fixed(fp32, 2) << " ms)";
-        md << ".\n\n";
+// The latency section: one table per thread count (minnow's versions, then
+// PyTorch's if bench/pytorch_inference.py wrote pytorch_latency.csv), and the
+// comparison with the published GPU figure.
+std::string latency_section(const Table& latency, const Table& torch, const std::vector<Variant>& variants) {
+    if (latency.empty()) return fill_template("inference/latency_not_measured", {});
+    std::vector<std::string> thread_counts;  // as measured, most threads first
+    for (const Table* t : {&latency, &torch})
+        for (const auto& r : *t)
+            if (std::find(thread_counts.begin(), thread_counts.end(), r.at("threads")) == thread_counts.end())
+                thread_counts.push_back(r.at("threads"));
+    std::sort(thread_counts.begin(), thread_counts.end(),
+              [](const std::string& a, const std::string& b) { return std::stoi(a) > std::stoi(b); });
+    std::vector<std::string> torch_variants;
+    for (const auto& r : torch)
+        if (std::find(torch_variants.begin(), torch_variants.end(), r.at("variant")) == torch_variants.end())
+            torch_variants.push_back(r.at("variant"));
+    std::string tables;
+    for (const auto& threads : thread_counts) {
+        std::ostringstream rows;
+        auto row = [&](const Table& t, const std::string& name, const std::string& label) {
+            if (cell(t, name, threads, "32x32", "1", "p50_ms") == "-") return;
+            rows << "| " << label << " | " << fixed(cell(t, name, threads, "32x32", "1", "p50_ms"), 2) << " / "
+                 << fixed(cell(t, name, threads, "32x32", "1", "p90_ms"), 2) << " | "
+                 << fixed(cell(t, name, threads, "128x128", "1", "p50_ms"), 2) << " / "
+                 << fixed(cell(t, name, threads, "128x128", "1", "p90_ms"), 2) << " | "
+                 << fixed(cell(t, name, threads, "32x32", "256", "img_per_s"), 0) << " | "
+                 << fixed(cell(t, name, threads, "128x128", "1", "cpu_p50_ms"), 2) << " |\n";
+        };
+        for (const auto& v : variants) row(latency, v.name, "minnow " + v.name);
+        for (const auto& t : torch_variants) row(torch, t, t);
+        tables += fill_template("inference/latency_threads", {{"threads", threads_text(threads)}, {"rows", rows.str()}});
     }
 
-    md << "## Accuracy on the test set\n\n";
-    if (accuracy.empty()) {
-        md << "(not measured yet: run with `--only accuracy`)\n\n";
-    } else {
-        md << "| version | images | accuracy (%) | mean loss | max \\|logit - fp32\\| | mean \\|logit - fp32\\| | "
-              "predictions changed |\n|---|---|---|---|---|---|---|\n";
-        for (const auto& r : accuracy)
-            md << "| " << r.at("variant") << " | " << r.at("images") << " | " << r.at("accuracy_pct") << " | "
-               << r.at("mean_loss") << " | " << r.at("max_abs_logit_diff_vs_fp32") << " | "
-               << r.at("mean_abs_logit_diff_vs_fp32") << " | " << r.at("predictions_changed_vs_fp32") << " |\n";
-        md << "\nThe largest |logit| of fp32 over the test set is " << accuracy.front().at("max_abs_logit_fp32")
-           << " (the scale the differences compare with).\n\n";
+    // The published GPU figure, against the best p50 of the low-precision version.
+    const std::string best_name = variants.back().name;
+    std::string p50 = "-", at_threads, fp32;
+    for (const auto& threads : thread_counts) {
+        const std::string v = cell(latency, best_name, threads, "128x128", "1", "p50_ms");
+        if (v != "-" && (p50 == "-" || std::stod(v) < std::stod(p50))) {
+            p50 = v, at_threads = threads;
+            fp32 = cell(latency, "fp32", threads, "128x128", "1", "p50_ms");
+        }
     }
+    const bool beats = p50 != "-" && std::stod(p50) < 9.0;
+    return fill_template(
+        "inference/latency",
+        {{"tables", tables},
+         {"version", best_name},
+         {"p50", fixed(p50, 2)},
+         {"at_threads",
+          at_threads.empty() ? "" : fill_phrase("inference/at_threads", {{"threads", threads_text(at_threads)}})},
+         {"verdict", fill_phrase(beats ? "inference/beats" : "inference/does_not_beat")},
+         {"speedup", fp32 != "-" && p50 != "-"
+                         ? fill_phrase("inference/speedup",
+                                       {{"speedup", fixed(std::to_string(std::stod(fp32) / std::stod(p50)), 1)},
+                                        {"fp32", fixed(fp32, 2)}})
+                         : ""}});
+}
 
-    md << "## How it was run\n\n";
+// The accuracy section: one row per version, from accuracy.csv.
+std::string accuracy_section(const Table& accuracy) {
+    if (accuracy.empty()) return fill_template("inference/accuracy_not_measured", {});
+    std::ostringstream rows;
+    for (const auto& r : accuracy)
+        rows << "| " << r.at("variant") << " | " << r.at("images") << " | " << r.at("accuracy_pct") << " | "
+             << r.at("mean_loss") << " | " << r.at("max_abs_logit_diff_vs_fp32") << " | "
+             << r.at("mean_abs_logit_diff_vs_fp32") << " | " << r.at("predictions_changed_vs_fp32") << " |\n";
+    return fill_template("inference/accuracy",
+                         {{"rows", rows.str()}, {"max_logit", accuracy.front().at("max_abs_logit_fp32")}});
+}
+
+// How each part was run (run_info.json), and PyTorch's runs (pytorch_info.json) if any.
+std::string how_it_was_run(const fs::path& out, const nlohmann::json& info) {
+    std::string lines;
     for (const auto& [part, p] : info.items()) {
         if (!p.is_object() || !p.contains("command")) continue;
-        md << "- " << part << ": `" << p.value("command", "") << "` on " << p.value("when", "") << "; "
-           << p.value("threading", "") << "; " << p.value("cpu", "") << "; bfloat16 kernel "
-           << p.value("bf16_kernel", "") << "; load average at the start " << p.value("load_average_at_start", "?")
-           << ".\n";
+        lines += fill_template("inference/run", {{"part", part},
+                                                 {"command", p.value("command", "")},
+                                                 {"when", p.value("when", "")},
+                                                 {"threading", p.value("threading", "")},
+                                                 {"cpu", p.value("cpu", "")},
+                                                 {"kernel", p.value("bf16_kernel", "")},
+                                                 {"load", p.value("load_average_at_start", "?")}});
     }
     const fs::path torch_info = out / "pytorch_info.json";
     if (fs::exists(torch_info)) {
         std::ifstream in(torch_info);
         const nlohmann::json runs = nlohmann::json::parse(in).value("runs", nlohmann::json::object());
         for (const auto& [threads, t] : runs.items())
-            md << "- PyTorch: `" << t.value("command", "") << "` on " << t.value("when", "") << "; torch "
-               << t.value("torch", "") << ", " << t.value("threads", 0) << " threads; load average at the end "
-               << t.value("load_average", nlohmann::json::array()).dump() << ". " << t.value("note", "") << "\n";
+            lines += fill_template("inference/pytorch_run",
+                                   {{"command", t.value("command", "")},
+                                    {"when", t.value("when", "")},
+                                    {"torch", t.value("torch", "")},
+                                    {"threads", std::to_string(t.value("threads", 0))},
+                                    {"load", t.value("load_average", nlohmann::json::array()).dump()},
+                                    {"note", t.value("note", "")}});
     }
-    md << "\nMinnow and PyTorch were timed one after the other; the load average above says how busy the "
-          "two cores were with other programs at the time. On a "
-          "shared machine an OpenMP team of two loses much of each pass waiting for a descheduled partner at "
-          "the barriers, and libgomp's default spinning (a waiting thread keeps its core from the partner it "
-          "waits for) makes that many times worse; the two-thread runs therefore use GOMP_SPINCOUNT=1000 for "
-          "minnow and PyTorch alike (both use libgomp, see the commands), and the "
-          "one-thread runs, which need no barrier, are the steadier figures. Even so, repeated runs on such a "
-          "machine differ by much more than the p50/p90 spread of one run, most at two threads: compare "
-          "versions within one run (they are timed in alternating rounds), and minnow with PyTorch only "
-          "loosely. Inputs for timing are random; the accuracy uses the real test images.\n";
+    return lines;
+}
+
+// summary.md from whichever of latency.csv, accuracy.csv and pytorch_latency.csv exist.
+void write_summary(const Options& o, const nlohmann::json& info, const std::vector<Variant>& variants) {
+    const fs::path out(o.out);
+    const Table latency = read_csv(out / "latency.csv"), accuracy = read_csv(out / "accuracy.csv"),
+                torch = read_csv(out / "pytorch_latency.csv");
+    std::string versions;
+    for (const auto& v : variants)
+        versions += fill_template("inference/version", {{"name", v.name}, {"description", v.description}});
+    const std::string md = fill_template(
+        "inference/summary",
+        {{"checkpoint", info.value("checkpoint", o.checkpoint)},
+         {"epochs", info.contains("epochs_done")
+                        ? fill_phrase("inference/epochs", {{"epochs", info["epochs_done"].get<std::string>()}})
+                        : ""},
+         {"versions", versions},
+         {"latency", latency_section(latency, torch, variants)},
+         {"accuracy", accuracy_section(accuracy)},
+         {"runs", how_it_was_run(out, info)}});
+    std::ofstream(out / "summary.md") << md;
 }
 
 int run(const Options& o) {
