@@ -48,7 +48,7 @@ namespace {
 struct Options {
     std::string checkpoint, out = "results/studies/inference", data, only = "all", cache_dir = default_cache_dir();
     int threads = 0, iters = 200, throughput_iters = 10, rounds = 5;
-    int64_t test_limit = 0, batch_size = 256;
+    int64_t test_limit = 0, batch_size = 256, throughput_batch = 256;
     std::string command;  // as typed, for the record
 };
 
@@ -115,7 +115,7 @@ void run_latency(const Options& o, std::vector<Variant>& variants) {
         int iters;
     };
     const std::vector<Shape2> shapes{{"32x32", 1, 32, o.iters}, {"128x128", 1, 128, o.iters},
-                                     {"32x32", 256, 32, o.throughput_iters}};
+                                     {"32x32", o.throughput_batch, 32, o.throughput_iters}};
     std::vector<Timing> timings;
     NoGradGuard no_grad;
     for (const Shape2& s : shapes) {
@@ -290,6 +290,9 @@ std::string latency_section(const Table& latency, const Table& torch, const std:
                 thread_counts.push_back(r.at("threads"));
     std::sort(thread_counts.begin(), thread_counts.end(),
               [](const std::string& a, const std::string& b) { return std::stoi(a) > std::stoi(b); });
+    std::string throughput_batch = "256";  // the batch of the throughput rows, as measured
+    for (const auto& r : latency)
+        if (r.at("batch") != "1") throughput_batch = r.at("batch");
     std::vector<std::string> torch_variants;
     for (const auto& r : torch)
         if (std::find(torch_variants.begin(), torch_variants.end(), r.at("variant")) == torch_variants.end())
@@ -303,12 +306,14 @@ std::string latency_section(const Table& latency, const Table& torch, const std:
                  << fixed(cell(t, name, threads, "32x32", "1", "p90_ms"), 2) << " | "
                  << fixed(cell(t, name, threads, "128x128", "1", "p50_ms"), 2) << " / "
                  << fixed(cell(t, name, threads, "128x128", "1", "p90_ms"), 2) << " | "
-                 << fixed(cell(t, name, threads, "32x32", "256", "img_per_s"), 0) << " | "
+                 << fixed(cell(t, name, threads, "32x32", throughput_batch, "img_per_s"), 0) << " | "
                  << fixed(cell(t, name, threads, "128x128", "1", "cpu_p50_ms"), 2) << " |\n";
         };
         for (const auto& v : variants) row(latency, v.name, "minnow " + v.name);
         for (const auto& t : torch_variants) row(torch, t, t);
-        tables += fill_template("inference/latency_threads", {{"threads", threads_text(threads)}, {"rows", rows.str()}});
+        tables += fill_template("inference/latency_threads", {{"threads", threads_text(threads)},
+                                                              {"throughput_batch", throughput_batch},
+                                                              {"rows", rows.str()}});
     }
 
     // The published GPU figure, against the best p50 of the low-precision version.
@@ -325,6 +330,7 @@ std::string latency_section(const Table& latency, const Table& torch, const std:
     return fill_template(
         "inference/latency",
         {{"tables", tables},
+         {"throughput_batch", throughput_batch},
          {"version", best_name},
          {"p50", fixed(p50, 2)},
          {"at_threads",
@@ -433,8 +439,8 @@ int run(const Options& o) {
     std::printf("%s\n%s, %s, bfloat16 kernel %s\n", o.checkpoint.c_str(), threading_info().c_str(),
                 cpu_model().c_str(), bf16::kernel_name(bf16::best_kernel()));
     if (o.only == "all" || o.only == "latency") {
-        std::printf("latency (%d passes at batch 1, %d at batch 256, in %d rounds):\n", o.iters, o.throughput_iters,
-                    o.rounds);
+        std::printf("latency (%d passes at batch 1, %d at batch %lld, in %d rounds):\n", o.iters, o.throughput_iters,
+                    static_cast<long long>(o.throughput_batch), o.rounds);
         run_latency(o, variants);
         info["latency, " + std::to_string(get_num_threads()) + (get_num_threads() == 1 ? " thread" : " threads")] = part;
     }
@@ -463,7 +469,9 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)");
     app.add_option("--iters", o.iters, "timed passes per version at batch 1")->capture_default_str();
-    app.add_option("--throughput-iters", o.throughput_iters, "timed passes per version at batch 256")
+    app.add_option("--throughput-iters", o.throughput_iters, "timed passes per version at the throughput batch")
+        ->capture_default_str();
+    app.add_option("--throughput-batch", o.throughput_batch, "batch of the throughput passes (32x32)")
         ->capture_default_str();
     app.add_option("--rounds", o.rounds, "the timed passes are split into this many rounds over the versions")
         ->capture_default_str();

@@ -50,7 +50,7 @@ echo "--- inference: fp32, BatchNorm folded, bf16 (a model trained for 2 steps)"
 "$build/train_cifar" --data "$work/cifar" --threads 2 --no-cache --batch-size 8 --epochs 1 --steps 2 \
   --out "$work/model" --save "$work/model/final.safetensors" > "$work/model.log"
 "$build/study_inference" --checkpoint "$work/model/final.safetensors" --data "$work/cifar" --threads 2 \
-  --test-limit 20 --iters 4 --throughput-iters 1 --rounds 2 --out "$work/infer" > "$work/infer.log"
+  --test-limit 20 --iters 4 --throughput-iters 1 --throughput-batch 16 --rounds 2 --out "$work/infer" > "$work/infer.log"
 has "$work/infer/summary.md"
 has "$work/infer/accuracy.csv"
 has "$work/infer/latency.csv"
