@@ -2,6 +2,7 @@
 #pragma once
 
 #include "core/autograd.h"
+#include "core/error.h"
 #include "core/gemm_bf16.h"
 #include "core/gradcheck.h"
 #include "core/ops.h"
@@ -9,6 +10,7 @@
 #include "core/random.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "kernels/norm.h"
 #include "data/cifar10.h"
 #include "data/dataset.h"
 #include "data/idx.h"
