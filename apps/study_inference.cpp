@@ -33,7 +33,7 @@
 #include <sstream>
 
 #include "apps/common.h"
-#include "core/gemm_bf16.h"
+#include "kernels/gemm_bf16.h"
 #include "core/random.h"
 #include "layers/conv2d_bf16.h"
 #include "layers/fold_batchnorm.h"
