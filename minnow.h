@@ -9,6 +9,7 @@
 #include "core/random.h"
 #include "core/safetensors.h"
 #include "core/tensor.h"
+#include "kernels/conv3x3.h"
 #include "kernels/cpu.h"
 #include "kernels/gemm_bf16.h"
 #include "kernels/norm.h"

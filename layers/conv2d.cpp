@@ -48,10 +48,10 @@
 //
 // ---------------------------------------------------------------- direct kernels
 // Most 3x3 convolutions with stride 1 and padding 1 (every one of the
-// reference CNN) skip im2col and the GEMM altogether: conv2d_direct.h computes
+// reference CNN) skip im2col and the GEMM altogether: kernels/conv3x3.h computes
 // their output, input gradient and weight gradient straight from the images
 // (see direct_forward() and its two siblings for which ones). Everything
-// below is the general path, and the path of every build without AVX-512.
+// below is the general path, and the path of every CPU without AVX-512.
 //
 // Scratch memory (the col buffers, the per-thread partial dW and db)
 // is kept between calls and grown, never shrunk: a training loop allocates
@@ -65,7 +65,7 @@
 #include <cstring>
 
 #include "core/autograd.h"
-#include "layers/conv2d_direct.h"
+#include "kernels/conv3x3.h"
 #include "layers/init.h"
 
 namespace minnow {
@@ -107,7 +107,7 @@ bool parallel_over_images(const ConvGeometry& g) {
 }
 
 // The 3x3 "same" convolutions (stride 1, padding 1) whose output (forward),
-// input gradient or weight gradient the direct kernels of conv2d_direct.h
+// input gradient or weight gradient the direct kernels of kernels/conv3x3.h
 // compute without im2col.
 bool same3x3(const ConvGeometry& g) { return g.kh == 3 && g.kw == 3 && g.s == 1 && g.p == 1; }
 bool direct_forward(const ConvGeometry& g) { return same3x3(g) && direct3x3_supported(g.O, g.H, g.W); }
@@ -152,7 +152,7 @@ std::vector<float*> scratch_buffers(int slot, int threads, int64_t floats) {
     return out;
 }
 
-// The weights packed for the direct kernel (conv2d_direct.h), in scratch slot 3:
+// The weights packed for the direct kernel (kernels/conv3x3.h), in scratch slot 3:
 // as they are for the forward, flipped and transposed for the input gradient.
 const float* packed_weights(const ConvGeometry& g, const float* Wt, bool transposed) {
     float* packed = scratch_buffers(3, 1, direct3x3_packed_floats(g.O, g.C))[0];
@@ -304,7 +304,7 @@ void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* A, int
 //   each other once, then each computes a block of output channels:
 //       Y_n[o0:o1, :] = W[o0:o1, :] col_n + b[o0:o1]
 //   Blocks are cut at multiples of 16 rows, the width of OpenBLAS's kernel.
-// The 3x3 "same" convolutions that the direct kernel handles (conv2d_direct.h)
+// The 3x3 "same" convolutions that the direct kernel handles (kernels/conv3x3.h)
 // are cut by output channels too, in panels of 8, each thread padding its own
 // copy of the image: no im2col and no waiting at all.
 // The backward cuts by rows both ways: dW[o0:o1, :] = G[o0:o1, :] col_n^T
@@ -319,7 +319,7 @@ bool split_by_columns(const ConvGeometry& g, int threads) {
 
 void forward_split_each_image(const ConvGeometry& g, const float* X, const float* Wt, const float* b, float* Y) {
     const int threads = omp_get_max_threads();
-    if (direct_forward(g)) {  // by output channels, each thread on its panels of 8 (conv2d_direct.h)
+    if (direct_forward(g)) {  // by output channels, each thread on its panels of 8 (kernels/conv3x3.h)
         const float* packed = packed_weights(g, Wt, /*transposed=*/false);
         std::vector<float*> pad = scratch_buffers(4, threads, direct3x3_scratch_floats(g.C, g.H, g.W));
         const int64_t K = g.K(), P = g.P();
@@ -574,7 +574,7 @@ struct Conv2dBackward : Node {
                 }
             }
         }
-        if (direct_dx) {  // dx[n] = conv(G_n, W flipped and transposed): see conv2d_direct.cpp
+        if (direct_dx) {  // dx[n] = conv(G_n, W flipped and transposed): see kernels/conv3x3.cpp
             const float* packed = packed_weights(g, Wt, /*transposed=*/true);
             pad = scratch_buffers(4, threads, direct3x3_scratch_floats(O, g.H, g.W));
 #pragma omp parallel for num_threads(threads) schedule(static) if (par)
