@@ -5,8 +5,6 @@
 // off, so they freely reuse the ops in this file.
 #include "core/ops.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -15,6 +13,7 @@
 
 #include "core/autograd.h"
 #include "core/parallel.h"
+#include "kernels/gemm.h"
 
 namespace minnow {
 
@@ -533,16 +532,13 @@ Tensor square(const Tensor& x) {  // y = x^2, dx = 2 x dy
 }
 
 // ================================================================ matmul
-// C = A B  =>  dA = dC B^T, dB = A^T dC. All three are one cblas_sgemm each,
-// with the transposes done by the BLAS flags rather than by copies.
+// C = A B  =>  dA = dC B^T, dB = A^T dC. All three are one sgemm each
+// (kernels/gemm.h), with the transposes done by the BLAS flags rather than by copies.
 static void gemm_batched(bool ta, bool tb, int64_t batch, int64_t m, int64_t n, int64_t k, const float* a,
                          const float* b, float* c) {
     const int64_t lda = ta ? m : k, ldb = tb ? k : n;
     for (int64_t i = 0; i < batch; ++i)
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.f, a + i * m * k,
-                    static_cast<int>(lda), b + i * k * n, static_cast<int>(ldb), 0.f, c + i * m * n,
-                    static_cast<int>(n));
+        sgemm(ta, tb, m, n, k, a + i * m * k, lda, b + i * k * n, ldb, 0.f, c + i * m * n, n);
 }
 
 struct MatmulBackward : Node {

@@ -46,7 +46,7 @@ Tensor max(const Tensor& x);  // of all elements
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor log_softmax(const Tensor& x, int64_t dim);
 
-// ---- linear algebra (OpenBLAS cblas_sgemm) ----
+// ---- linear algebra (OpenBLAS sgemm: kernels/gemm.h) ----
 // [m, k] x [k, n] -> [m, n]; or batched [b, m, k] x [b, k, n] -> [b, m, n].
 Tensor matmul(const Tensor& a, const Tensor& b);
 

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "core/error.h"
+
 namespace minnow {
 
 using Shape = std::vector<int64_t>;
@@ -31,11 +33,6 @@ std::vector<int64_t> contiguous_strides(const Shape& shape);
 Shape broadcast_shapes(const Shape& a, const Shape& b, const char* op);
 // Turns a possibly negative dimension index into 0..ndim-1, or throws.
 int64_t normalize_dim(int64_t dim, int64_t ndim, const char* op);
-
-// Any error about what a user passed in: shapes, dims, values.
-struct Error : std::runtime_error {
-    using std::runtime_error::runtime_error;
-};
 
 // A block of floats, 64-byte aligned. Freed blocks are cached for reuse by
 // the next allocation of the same size (see tensor.cpp): a training step

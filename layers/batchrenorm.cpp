@@ -1,6 +1,6 @@
 // BatchRenorm2d: forward, the hand-derived backward beside it, and the module
 // (choosing r and d, the rmax/dmax ramp, the running statistics). The loops
-// are BatchNorm's (channel_kernels in layers/batchnorm.h).
+// are BatchNorm's (channel_kernels in kernels/norm.h).
 #include "layers/batchrenorm.h"
 
 #include <algorithm>
@@ -9,7 +9,8 @@
 #include <functional>
 
 #include "core/autograd.h"
-#include "layers/batchnorm.h"
+#include "kernels/norm.h"
+#include "layers/batchnorm.h"  // batch_norm, for eval mode
 
 namespace minnow {
 

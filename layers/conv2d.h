@@ -2,9 +2,16 @@
 //
 //   y[n, o, oh, ow] = b[o] + sum_{c, i, j} w[o, c, i, j] * x[n, c, oh*s - p + i, ow*s - p + j]
 //
-// with x read as 0 outside the image (zero padding p, stride s). Computed as
-// im2col + one GEMM per image; see conv2d.cpp for the layouts and the
-// derivation of the backward.
+// with x read as 0 outside the image (zero padding p, stride s). Each call
+// picks one of three paths for the output, the input gradient and the weight
+// gradient (conv2d.cpp's plan()):
+//   * im2col + GEMM over the images (any convolution; conv2d_gemm.cpp),
+//   * one image over every thread, for fewer images than threads
+//     (im2col + GEMMs split by rows or columns; conv2d_split.cpp),
+//   * the direct 3x3 kernels of kernels/conv3x3.h for 3x3, stride 1,
+//     padding 1 on a CPU with AVX-512 (conv2d_direct3x3.cpp).
+// All give the same result up to float rounding. See conv2d.cpp for the
+// layouts, the rules and the derivation of the backward.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 // minnow/layers/conv2d_bf16.h: a bfloat16 convolution for inference.
 //
 // The same convolution as Conv2d (layers/conv2d.h), computed as im2col + a
-// GEMM whose operands are rounded to bfloat16 (core/gemm_bf16.h):
+// GEMM whose operands are rounded to bfloat16 (kernels/gemm_bf16.h):
 //
 //     y[n] = round(W) round(col(x[n])) + b       [O, P] = [O, K] x [K, P], summed in float
 //
@@ -20,7 +20,7 @@
 
 #include <cstdint>
 
-#include "core/gemm_bf16.h"
+#include "kernels/gemm_bf16.h"
 #include "layers/conv2d.h"
 
 namespace minnow {

@@ -1,5 +1,5 @@
 // GatedBatchNorm2d: forward, the hand-derived backward beside it, and the
-// module. The loops are BatchNorm's (channel_kernels in layers/batchnorm.h).
+// module. The loops are BatchNorm's (channel_kernels in kernels/norm.h).
 #include "layers/gated_batchnorm.h"
 
 #include <cmath>
@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "core/autograd.h"
+#include "kernels/norm.h"
 
 namespace minnow {
 

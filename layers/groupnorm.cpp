@@ -10,7 +10,7 @@
 
 #include "core/autograd.h"
 #include "core/parallel.h"
-#include "layers/batchnorm.h"  // run_sums, ChannelView
+#include "kernels/norm.h"
 
 namespace minnow {
 

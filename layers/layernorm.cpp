@@ -7,7 +7,7 @@
 
 #include "core/autograd.h"
 #include "core/parallel.h"
-#include "layers/batchnorm.h"  // run_sums
+#include "kernels/norm.h"
 
 namespace minnow {
 

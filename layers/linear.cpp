@@ -4,9 +4,8 @@
 // multiplied), W [out, in], b [out], Y [M, out].
 #include "layers/linear.h"
 
-#include <cblas.h>
-
 #include "core/autograd.h"
+#include "kernels/gemm.h"
 #include "layers/init.h"
 
 namespace minnow {
@@ -30,13 +29,11 @@ struct LinearBackward : Node {
         }
         if (needs_grad(0)) {  // dX = G W
             dx = Tensor::empty(x.shape());
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, in, out, 1.f, G, out, weight.data(), in,
-                        0.f, dx.data(), in);
+            sgemm(false, false, M, in, out, G, out, weight.data(), in, 0.f, dx.data(), in);
         }
         if (needs_grad(1)) {  // dW = G^T X
             dw = Tensor::empty(weight.shape());
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, M, 1.f, G, out, x.data(), in, 0.f,
-                        dw.data(), in);
+            sgemm(true, false, out, in, M, G, out, x.data(), in, 0.f, dw.data(), in);
         }
         if (needs_grad(2)) {  // db = sum over rows of G (in double, as PyTorch's sum keeps precision)
             db = Tensor::empty({out});
@@ -72,8 +69,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     for (int64_t m = 0; m < M; ++m)
         for (int64_t o = 0; o < out; ++o) Y[m * out + o] = bias.defined() ? bias.data()[o] : 0.f;
     if (M > 0 && in > 0 && out > 0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, out, in, 1.f, x.data(), in, weight.data(), in,
-                    1.f, Y, out);
+        sgemm(false, true, M, out, in, x.data(), in, weight.data(), in, 1.f, Y, out);
 
     if (!any_requires_grad({x, weight, bias})) return y;
     auto node = std::make_shared<LinearBackward>();

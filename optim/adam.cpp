@@ -2,12 +2,12 @@
 
 #include <cmath>
 
+#include "core/parallel.h"
 #include "optim/kernel_utils.h"
 
 namespace minnow {
 
 using optim_detail::add_alpha;
-using optim_detail::kParallelGrain;
 
 static ParamGroup adam_defaults(const AdamOptions& o) {
     ParamGroup g;

@@ -3,10 +3,9 @@
 #include <cmath>
 
 #include "core/ops.h"
+#include "core/parallel.h"
 
 namespace minnow {
-
-static constexpr int64_t kParallelGrain = 1 << 15;  // as in core/ops.cpp
 
 static double sum_of_squares(const Tensor& t) {
     const float* x = t.data();

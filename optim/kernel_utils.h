@@ -7,12 +7,8 @@
 #pragma once
 
 #include <cmath>
-#include <cstdint>
 
 namespace minnow::optim_detail {
-
-// Tensors at least this large are updated by all threads (as in core/ops.cpp).
-constexpr int64_t kParallelGrain = 1 << 15;
 
 // PyTorch's a.add_(b, alpha): a + alpha * b. On a CPU with FMA PyTorch's kernels
 // round it once, and so does this; without FMA (a build without -march=native)

@@ -1,11 +1,11 @@
 #include "optim/sgd.h"
 
+#include "core/parallel.h"
 #include "optim/kernel_utils.h"
 
 namespace minnow {
 
 using optim_detail::add_alpha;
-using optim_detail::kParallelGrain;
 
 static ParamGroup sgd_defaults(const SGDOptions& o) {
     ParamGroup g;

@@ -33,8 +33,8 @@
 #include <sstream>
 
 #include "apps/common.h"
+#include "kernels/gemm_bf16.h"
 #include "studies/summary.h"
-#include "core/gemm_bf16.h"
 #include "core/random.h"
 #include "layers/conv2d_bf16.h"
 #include "layers/fold_batchnorm.h"

@@ -225,7 +225,7 @@ TEST_CASE("data: load_cifar10 refuses image folders whose train/ and test/ class
     TempDir tmp;
     const ImageSet s = synthetic_set(1, 3, 32, 32, 1);
     const std::vector<std::string> names = cifar10_class_names();
-    for (const std::string& split : {"train", "test"})
+    for (const std::string split : {"train", "test"})
         for (const std::string& c : names) {
             // test/ spells one class otherwise: every later label would shift by one
             const std::string folder = split == "test" && c == "cat" ? "cats" : c;

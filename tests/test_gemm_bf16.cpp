@@ -1,4 +1,4 @@
-// The bfloat16 inference path: rounding (core/gemm_bf16.h), the GEMM against
+// The bfloat16 inference path: rounding (kernels/gemm_bf16.h), the GEMM against
 // float32 within the bounds bfloat16 rounding allows, the portable kernel
 // against the dispatched one, the bfloat16 conv layer against conv2d, and a
 // converted cnn against float32 (layers/conv2d_bf16.h).
@@ -10,7 +10,7 @@
 #include <map>
 
 #include "core/autograd.h"
-#include "core/gemm_bf16.h"
+#include "kernels/gemm_bf16.h"
 #include "core/ops.h"
 #include "core/random.h"
 #include "layers/batchnorm.h"

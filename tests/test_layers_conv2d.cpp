@@ -6,8 +6,9 @@
 
 #include "core/autograd.h"
 #include "core/parallel.h"
+#include "kernels/conv3x3.h"
+#include "kernels/cpu.h"
 #include "layers/conv2d.h"
-#include "layers/conv2d_direct.h"
 #include "test_layers_common.h"
 
 using namespace minnow;
@@ -186,11 +187,16 @@ TEST_CASE("layers: Conv2d against a naive convolution, serial and image-parallel
     set_num_threads(saved);
 }
 
+// The instruction-set levels that choose different convolution kernels on
+// this CPU: generic (im2col + GEMM everywhere) and, where the CPU has it,
+// avx512 (the direct 3x3 kernels).
+static std::vector<Isa> conv_isas() {
+    std::vector<Isa> out{Isa::generic};
+    if (isa_supported(Isa::avx512)) out.push_back(Isa::avx512);
+    return out;
+}
+
 TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and against im2col + GEMM") {
-    if (!direct3x3_supported(8, 16, 16)) {
-        MESSAGE("this build has no AVX-512: the direct 3x3 kernels are not used, nothing to test");
-        return;
-    }
     const int saved = get_num_threads();
     // Forward, input gradient and weight gradient by the direct kernels
     // (3x3, stride 1, padding 1, output width a multiple of 16 or dividing 16,
@@ -200,8 +206,12 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and agains
     // 4 images (16x16) with a short last run (6 images), and 3 input channels
     // (the direct forward, but dx and dW by im2col + GEMM: 3 is no multiple of 8
     // and too few channels for the weight-gradient kernel).
+    for (Isa isa : conv_isas())
     for (int threads : {1, 2}) {
+        CAPTURE(isa_name(isa));
         CAPTURE(threads);
+        ScopedIsa scoped(isa);
+        CHECK(direct3x3_supported(8, 16, 16) == (isa == Isa::avx512));
         set_num_threads(threads);
         check_against_naive(2, 8, 32, 32, 16, 3, 1, 1, true);
         check_against_naive(3, 16, 3, 16, 8, 3, 1, 1, false);
@@ -221,7 +231,12 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and agains
         check_against_naive(2, 8, 8, 2, 16, 3, 1, 1, true);
         check_against_naive(2, 8, 16, 1, 8, 3, 1, 1, true);
     }
-    // The same convolutions with the direct kernels switched off agree to float rounding.
+    // The same convolutions by both agree to float rounding.
+    if (!isa_supported(Isa::avx512)) {
+        MESSAGE("this CPU has no AVX-512: the direct 3x3 kernels are not used");
+        set_num_threads(saved);
+        return;
+    }
     set_num_threads(2);
     Generator g(3);
     for (const std::array<int64_t, 4>& shape :
@@ -234,13 +249,12 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and agains
         Tensor dy = Tensor::uniform({4, O, H, W}, -1.f, 1.f, &g);
         std::vector<Tensor> out[2];
         for (bool direct : {true, false}) {
-            set_direct3x3_enabled(direct);
+            ScopedIsa scoped(direct ? Isa::avx512 : Isa::generic);
             x.zero_grad(), w.zero_grad(), b.zero_grad();
             Tensor y = conv2d(x, w, b, 1, 1);
             y.backward(dy);
             out[direct] = {y.detach(), x.grad(), w.grad(), b.grad()};
         }
-        set_direct3x3_enabled(true);
         check_close(out[1][0], out[0][0], 1e-5, 1e-5, "y");
         check_close(out[1][1], out[0][1], 1e-5, 1e-5, "dx");
         check_close(out[1][2], out[0][2], 1e-5, 1e-4, "dw");
@@ -251,14 +265,14 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and agains
 
 // The direct kernels must round no worse than im2col + GEMM: near a ReLU's
 // kink or a max-pool tie, a larger error sends the gradient down the other
-// branch more often (conv2d_direct.cpp, "rounding"). Measured against the
+// branch more often (kernels/conv3x3.cpp, "rounding"). Measured against the
 // definition in double, as the rms error over the output, the input gradient
 // and the weight gradient of 3x3 convolutions of the reference CNN's sizes
 // (9 * 128 = 1152 products per output; in one chain, the forward and the input
 // gradient rounded 1.9-2.5x worse than the GEMM).
 TEST_CASE("layers: Conv2d's direct 3x3 kernels round no worse than im2col + GEMM") {
-    if (!direct3x3_supported(8, 16, 16)) {
-        MESSAGE("this build has no AVX-512: the direct 3x3 kernels are not used, nothing to test");
+    if (!isa_supported(Isa::avx512)) {
+        MESSAGE("this CPU has no AVX-512: the direct 3x3 kernels are not used, nothing to test");
         return;
     }
     const int saved = get_num_threads();
@@ -276,7 +290,7 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels round no worse than im2col + GEMM
         set_num_threads(threads);
         double err[2][3];  // [direct][y, dx, dw]
         for (bool direct : {true, false}) {
-            set_direct3x3_enabled(direct);
+            ScopedIsa scoped(direct ? Isa::avx512 : Isa::generic);
             x.zero_grad(), w.zero_grad(), b.zero_grad();
             Tensor y = conv2d(x, w, b, 1, 1);
             y.backward(dy);
@@ -284,7 +298,6 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels round no worse than im2col + GEMM
             err[direct][1] = rms_diff(x.grad(), ref.dx);
             err[direct][2] = rms_diff(w.grad(), ref.dw);
         }
-        set_direct3x3_enabled(true);
         const char* what[3] = {"y", "dx", "dw"};
         for (int k = 0; k < 3; ++k) {
             CAPTURE(what[k]);

@@ -7,7 +7,7 @@
 
 #include "layers/batchnorm.h"
 #include "layers/conv2d.h"
-#include "layers/conv2d_direct.h"
+#include "kernels/cpu.h"
 #include "layers/linear.h"
 #include "layers/pooling.h"
 #include "test_norm_common.h"
@@ -179,15 +179,16 @@ TEST_CASE("norm: gradcheck of a small BatchNorm network at batches 2 and 3") {
         GradcheckOptions o;
         o.eps = 1e-3;
         o.piece = [&piece] { return piece; };
-        for (bool direct : {true, false}) {
-            CAPTURE(direct);
-            set_direct3x3_enabled(direct);
+        // Generic: im2col + GEMM; avx512 (where the CPU has it): the direct kernels.
+        for (Isa isa : {Isa::generic, Isa::avx512}) {
+            if (!isa_supported(isa)) continue;
+            CAPTURE(isa_name(isa));
+            ScopedIsa scoped(isa);
             GradcheckResult r = gradcheck(net, inputs, o);
             CHECK_MESSAGE(r.ok, r.message);
             CAPTURE(r.skipped);
             CHECK(r.checked >= 9 * (r.checked + r.skipped) / 10);  // nearly every element is compared
         }
-        set_direct3x3_enabled(true);
     }
 }
 

@@ -8,9 +8,9 @@
 
 #include "core/autograd.h"
 #include "core/ops.h"
+#include "kernels/cpu.h"
 #include "layers/batchnorm.h"
 #include "layers/conv2d.h"
-#include "layers/conv2d_direct.h"
 #include "layers/groupnorm.h"
 #include "layers/layernorm.h"
 #include "layers/linear.h"
@@ -105,12 +105,11 @@ TEST_CASE("special values: pooling") {
 
 TEST_CASE("special values: linear and conv2d (direct 3x3 kernels and im2col + GEMM)") {
     check_case("linear", 2, [](auto& v) { return linear(v[0], v[1]); });
-    for (bool direct : {true, false}) {
-        CAPTURE(direct);
-        set_direct3x3_enabled(direct);
+    for (Isa isa : supported_isas()) {  // generic: im2col + GEMM; avx512: the direct 3x3 kernels
+        CAPTURE(isa_name(isa));
+        ScopedIsa scoped(isa);
         check_case("conv2d", 2, [](auto& v) { return conv2d(v[0], v[1], Tensor(), 1, 1); });
     }
-    set_direct3x3_enabled(true);
 }
 
 TEST_CASE("special values: normalisation layers and BatchNorm's running statistics") {

@@ -1,24 +1,23 @@
-// A direct 3x3 convolution ("same" padding 1, stride 1) for one image, without
-// im2col: the kernel reads the input where it lies. Conv2d uses it for the
-// forward, with the weights flipped and transposed for the input gradient,
-// and a kernel of the same shape for the weight gradient, of its 3x3 layers
-// whenever direct3x3_supported() says so; everything else
-// (and every build without AVX-512) takes the im2col + GEMM path. See
-// conv2d_direct.cpp for the derivation and the register tiling.
+// minnow/kernels/conv3x3.h: a direct 3x3 convolution ("same" padding 1,
+// stride 1) for one image, without im2col: the kernel reads the input where
+// it lies. Conv2d (layers/conv2d.cpp) uses it for the forward, with the
+// weights flipped and transposed for the input gradient, and a kernel of the
+// same shape for the weight gradient, of its 3x3 layers whenever
+// direct3x3_supported() says so; everything else takes the im2col + GEMM
+// path. The kernels are AVX-512 tiles, used when the instruction-set level of
+// kernels/cpu.h is avx512 or above (chosen at run time: a portable build uses
+// them on an AVX-512 CPU too). See conv3x3.cpp for the derivation and the
+// register tiling.
 #pragma once
 
 #include <cstdint>
 
 namespace minnow {
 
-// Whether conv3x3_direct handles an image of `out_channels` x H x W output on
-// this build: AVX-512, out_channels a multiple of 8, W a multiple of 16 or
+// Whether conv3x3_direct handles an image of `out_channels` x H x W output
+// now: active_isa() avx512 or above, out_channels a multiple of 8, W a multiple of 16 or
 // one of 8, 4, 2, 1, and H*W a multiple of 16.
 bool direct3x3_supported(int64_t out_channels, int64_t H, int64_t W);
-
-// Off switch (default on), for tests that compare both paths and for
-// benchmarks. Not thread-safe: set it before convolving.
-void set_direct3x3_enabled(bool on);
 
 // Floats of the packed weight panels, and of the padded-input scratch that
 // conv3x3_direct needs for a C x H x W input.
@@ -28,7 +27,7 @@ int64_t direct3x3_scratch_floats(int64_t in_channels, int64_t H, int64_t W);
 // Packs the weights w [O, C, 3, 3] for conv3x3_direct, which then computes
 //   transposed = false:  y = conv(x, w)                 (O outputs from C inputs)
 //   transposed = true:   y = conv(x, w flipped, c<->o)  (C outputs from O inputs:
-//                        the input gradient, see conv2d_direct.cpp)
+//                        the input gradient, see conv3x3.cpp)
 void pack3x3_weights(const float* w, int64_t O, int64_t C, bool transposed, float* packed);
 
 // One image: y [out_channels, H, W] = conv(x [in_channels, H, W]) + bias (bias may be null),
@@ -36,8 +35,8 @@ void pack3x3_weights(const float* w, int64_t O, int64_t C, bool transposed, floa
 void conv3x3_direct(const float* x, int64_t in_channels, int64_t H, int64_t W, const float* packed,
                     int64_t out_channels, const float* bias, float* y, float* scratch);
 
-// Whether conv3x3_direct_weight_grad handles it on this build: AVX-512 and
-// out_channels a multiple of 16 (any image size).
+// Whether conv3x3_direct_weight_grad handles it now: active_isa() avx512 or
+// above and out_channels a multiple of 16 (any image size).
 bool direct3x3_weight_grad_supported(int64_t out_channels, int64_t H, int64_t W);
 
 // Images in a run of conv3x3_direct_weight_grad (at least 1024 pixels: its

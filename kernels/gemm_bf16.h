@@ -1,4 +1,4 @@
-// minnow/core/gemm_bf16.h: a bfloat16 GEMM for inference, accumulating in float.
+// minnow/kernels/gemm_bf16.h: a bfloat16 GEMM for inference, accumulating in float.
 //
 //     C [M, N] = A [M, K] B [K, N] + bias[m]          (A, B rounded to bfloat16)
 //
@@ -18,10 +18,11 @@
 //     An instruction that multiplies a pair of A by a pair of B and adds both
 //     products to one float (AMX's TDPBF16PS, AVX-512's VDPBF16PS) reads them so.
 //
-// Kernels, chosen at run time (best_kernel()):
-//   * Amx: Intel AMX tiles (Sapphire Rapids and later; needs the CPU flags
-//     amx-tile and amx-bf16, AVX512-BF16 for the packing, and Linux's
-//     permission to use the tile registers, asked for once). A tile
+// Kernels, chosen at run time (best_kernel(): by the instruction-set level of
+// kernels/cpu.h, so MINNOW_ISA and set_isa() choose here too):
+//   * Amx: Intel AMX tiles (Sapphire Rapids and later), at level amx: the CPU
+//     flags amx-tile and amx-bf16, AVX512-BF16 for the packing, and Linux's
+//     permission to use the tile registers, asked for once. A tile
 //     multiply-add does C[16x16] += A[16x32] B[32x16] in one instruction.
 //   * Portable: plain C++ on the same packed data, for any CPU: the same
 //     products summed in a different order, so the same numbers up to float
@@ -44,8 +45,9 @@ float to_float(bf16_t b);
 inline float round(float x) { return to_float(from_float(x)); }
 
 enum class Kernel { Auto, Amx, Portable };
-// Amx where the CPU and the operating system allow it, else Portable.
+// Amx when the active instruction-set level (kernels/cpu.h) is amx, else Portable.
 Kernel best_kernel();
+// Whether this machine can run kernel k (Amx: the CPU and the OS allow it).
 bool kernel_available(Kernel k);
 const char* kernel_name(Kernel k);  // "amx", "portable" ("auto" resolves first)
 

@@ -1,16 +1,15 @@
 // The bfloat16 GEMM: rounding, packing, the AMX kernel and the portable one.
 // Layouts and the choice of kernel are described in gemm_bf16.h.
-#include "core/gemm_bf16.h"
+#include "kernels/gemm_bf16.h"
 
 #include <algorithm>
 #include <cstring>
 
-#include "core/tensor.h"
+#include "core/error.h"
+#include "kernels/cpu.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #endif
 
 namespace minnow::bf16 {
@@ -38,25 +37,6 @@ float to_float(bf16_t b) {
 // ---------------------------------------------------------------- dispatch
 namespace {
 
-#if defined(__x86_64__)
-// Linux hands out the AMX tile registers (8 KB of state per thread) only to a
-// process that asks: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
-// The permission is per process, so asking once covers every thread.
-bool amx_permitted() {
-    static const bool ok = [] {
-        constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
-        return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-    }();
-    return ok;
-}
-
-bool cpu_has_amx() {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
-           __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
-}
-#endif
-
 Kernel resolve(Kernel k) {
     if (k == Kernel::Auto) return best_kernel();
     if (!kernel_available(k))
@@ -70,22 +50,12 @@ bool kernel_available(Kernel k) {
     switch (k) {
         case Kernel::Auto:
         case Kernel::Portable: return true;
-        case Kernel::Amx: {
-#if defined(__x86_64__)
-            static const bool amx = cpu_has_amx() && amx_permitted();
-            return amx;
-#else
-            return false;
-#endif
-        }
+        case Kernel::Amx: return isa_supported(Isa::amx);  // the CPU and Linux allow AMX (kernels/cpu.h)
     }
     return false;
 }
 
-Kernel best_kernel() {
-    static const Kernel best = kernel_available(Kernel::Amx) ? Kernel::Amx : Kernel::Portable;
-    return best;
-}
+Kernel best_kernel() { return isa_active(Isa::amx) ? Kernel::Amx : Kernel::Portable; }
 
 const char* kernel_name(Kernel k) {
     switch (k) {

@@ -1,0 +1,127 @@
+// The instruction-set levels of kernels/cpu.h: detection, MINNOW_ISA, overrides.
+#include "kernels/cpu.h"
+
+#include <atomic>
+#include <cstdlib>
+
+#include "core/error.h"
+
+#if defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace minnow {
+
+namespace {
+
+constexpr Isa kAll[] = {Isa::generic, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::amx};
+
+#if defined(__x86_64__)
+// Linux hands out the AMX tile registers (8 KB of state per thread) only to a
+// process that asks: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
+// The permission is per process, so asking once covers every thread.
+bool amx_permitted() {
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+}
+
+Isa detect() {
+    __builtin_cpu_init();
+    if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return Isa::generic;
+    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")))
+        return Isa::avx2;
+    if (!__builtin_cpu_supports("avx512bf16")) return Isa::avx512;
+    if (!(__builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") && amx_permitted()))
+        return Isa::avx512_bf16;
+    return Isa::amx;
+}
+#else
+Isa detect() { return Isa::generic; }
+#endif
+
+// How the level in use was chosen, for kernels_info().
+enum class Source { detected, environment, set };
+
+struct State {
+    std::atomic<int> isa;
+    std::atomic<int> source;
+};
+
+// The level from MINNOW_ISA, else the detected one: decided at first use.
+State initial_state() {
+    const char* env = std::getenv("MINNOW_ISA");
+    if (!env || !*env) return State{{static_cast<int>(detected_isa())}, {static_cast<int>(Source::detected)}};
+    const Isa isa = parse_isa(env);
+    if (!isa_supported(isa))
+        throw Error(std::string("MINNOW_ISA=") + env + ": this CPU supports at most " + isa_name(detected_isa()));
+    return State{{static_cast<int>(isa)}, {static_cast<int>(Source::environment)}};
+}
+
+State& state() {
+    static State s = initial_state();
+    return s;
+}
+
+}  // namespace
+
+Isa detected_isa() {
+    static const Isa isa = detect();
+    return isa;
+}
+
+bool isa_supported(Isa isa) { return static_cast<int>(isa) <= static_cast<int>(detected_isa()); }
+
+Isa active_isa() { return static_cast<Isa>(state().isa.load(std::memory_order_relaxed)); }
+
+void set_isa(Isa isa) {
+    if (!isa_supported(isa))
+        throw Error(std::string("set_isa(") + isa_name(isa) + "): this CPU supports at most " +
+                    isa_name(detected_isa()));
+    state().isa = static_cast<int>(isa);
+    state().source = static_cast<int>(Source::set);
+}
+
+const char* isa_name(Isa isa) {
+    switch (isa) {
+        case Isa::generic: return "generic";
+        case Isa::avx2: return "avx2";
+        case Isa::avx512: return "avx512";
+        case Isa::avx512_bf16: return "avx512_bf16";
+        case Isa::amx: return "amx";
+    }
+    return "?";
+}
+
+Isa parse_isa(const std::string& name) {
+    std::string choices;
+    for (Isa isa : kAll) {
+        if (name == isa_name(isa)) return isa;
+        choices += std::string(choices.empty() ? "" : "|") + isa_name(isa);
+    }
+    throw Error("instruction set '" + name + "': expected one of " + choices);
+}
+
+std::vector<Isa> supported_isas() {
+    std::vector<Isa> out;
+    for (Isa isa : kAll)
+        if (isa_supported(isa)) out.push_back(isa);
+    return out;
+}
+
+std::string kernels_info() {
+    const Isa isa = active_isa();
+    const char* how[] = {"detected", "MINNOW_ISA", "set_isa"};
+    return std::string("isa ") + isa_name(isa) + " (" + how[state().source.load()] + "): conv3x3 " +
+           (isa_active(Isa::avx512) ? "direct avx512" : "im2col + gemm") + ", bf16 gemm " +
+           (isa_active(Isa::amx) ? "amx" : "portable");
+}
+
+ScopedIsa::ScopedIsa(Isa isa) : saved_(active_isa()), saved_source_(state().source.load()) { set_isa(isa); }
+ScopedIsa::~ScopedIsa() {
+    state().isa = static_cast<int>(saved_);
+    state().source = saved_source_;
+}
+
+}  // namespace minnow

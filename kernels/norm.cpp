@@ -1,0 +1,139 @@
+// The normalisation kernels of kernels/norm.h.
+#include "kernels/norm.h"
+
+#include <algorithm>
+#include <string>
+
+#include "core/error.h"
+#include "core/parallel.h"
+
+namespace minnow {
+
+// Sums run in float over chunks this long (so the loop vectorises), and the
+// chunk sums are added up in double: each float partial sees few terms.
+static constexpr int64_t kChunk = 1024;
+
+ChannelView::ChannelView(const std::vector<int64_t>& shape) {
+    if (shape.size() < 2) {
+        std::string dims;
+        for (int64_t d : shape) dims += (dims.empty() ? "" : ", ") + std::to_string(d);
+        throw Error("ChannelView: expected a tensor [N, C, *], got shape [" + dims + "]");
+    }
+    N = shape[0];
+    C = shape[1];
+    S = 1;
+    for (size_t d = 2; d < shape.size(); ++d) S *= shape[d];
+}
+
+namespace run_sums {
+
+double sum(const float* p, int64_t len) {
+    double s = 0;
+    for (int64_t i0 = 0; i0 < len; i0 += kChunk) {
+        const int64_t i1 = std::min(len, i0 + kChunk);
+        float part = 0.f;
+#pragma omp simd reduction(+ : part)
+        for (int64_t i = i0; i < i1; ++i) part += p[i];
+        s += part;
+    }
+    return s;
+}
+
+double sum_sq_dev(const float* p, int64_t len, float mu) {
+    double s = 0;
+    for (int64_t i0 = 0; i0 < len; i0 += kChunk) {
+        const int64_t i1 = std::min(len, i0 + kChunk);
+        float part = 0.f;
+#pragma omp simd reduction(+ : part)
+        for (int64_t i = i0; i < i1; ++i) part += (p[i] - mu) * (p[i] - mu);
+        s += part;
+    }
+    return s;
+}
+
+void grad_sums(const float* dy, const float* x, int64_t len, float mu, double& s_dy, double& s_dy_xmu) {
+    for (int64_t i0 = 0; i0 < len; i0 += kChunk) {
+        const int64_t i1 = std::min(len, i0 + kChunk);
+        float a = 0.f, b = 0.f;
+#pragma omp simd reduction(+ : a, b)
+        for (int64_t i = i0; i < i1; ++i) {
+            a += dy[i];
+            b += dy[i] * (x[i] - mu);
+        }
+        s_dy += a;
+        s_dy_xmu += b;
+    }
+}
+
+}  // namespace run_sums
+
+namespace {
+
+// y = x * a + b over the N runs of channel c.
+void scale_shift_channel(const float* x, const ChannelView& v, int64_t c, float a, float b, float* y) {
+    for (int64_t n = 0; n < v.N; ++n) {
+        const int64_t off = (n * v.C + c) * v.S;
+        const float* xp = x + off;
+        float* yp = y + off;
+#pragma omp simd
+        for (int64_t i = 0; i < v.S; ++i) yp[i] = xp[i] * a + b;
+    }
+}
+
+}  // namespace
+
+namespace channel_kernels {
+
+void normalize(const float* x, const ChannelView& v, const ForwardCoef& coef, float* y) {
+    const double m = static_cast<double>(v.per_channel());
+#pragma omp parallel for if (v.numel() > kParallelGrain)
+    for (int64_t c = 0; c < v.C; ++c) {
+        // Pass 1: the mean (from memory). Pass 2: the squared deviations
+        // (from cache), which cannot cancel like E[x^2] - E[x]^2 does when
+        // |mean| >> std.
+        double s = 0;
+        for (int64_t n = 0; n < v.N; ++n) s += run_sums::sum(x + (n * v.C + c) * v.S, v.S);
+        const double mean = s / m;
+        double q = 0;
+        for (int64_t n = 0; n < v.N; ++n)
+            q += run_sums::sum_sq_dev(x + (n * v.C + c) * v.S, v.S, static_cast<float>(mean));
+        float scale, shift;
+        coef(c, mean, q / m, scale, shift);
+        scale_shift_channel(x, v, c, scale, shift, y);  // pass 3 (from cache)
+    }
+}
+
+void scale_shift(const float* x, const ChannelView& v, const float* scale, const float* shift, float* y) {
+#pragma omp parallel for if (v.numel() > kParallelGrain)
+    for (int64_t c = 0; c < v.C; ++c) scale_shift_channel(x, v, c, scale[c], shift[c], y);
+}
+
+void backward(const float* dy, const float* x, const ChannelView& v, const float* mean,
+              const BackwardCoef& coef, float* dx) {
+#pragma omp parallel for if (v.numel() > kParallelGrain)
+    for (int64_t c = 0; c < v.C; ++c) {
+        const float mu = mean[c];
+        // Pass 1: the two sums (from memory).
+        double s_dy = 0, s_dy_xmu = 0;
+        for (int64_t n = 0; n < v.N; ++n) {
+            const int64_t off = (n * v.C + c) * v.S;
+            run_sums::grad_sums(dy + off, x + off, v.S, mu, s_dy, s_dy_xmu);
+        }
+        float a, b, k;
+        coef(c, s_dy, s_dy_xmu, a, b, k);
+        if (!dx) continue;
+        // Pass 2: dx (dy and x from cache).
+        for (int64_t n = 0; n < v.N; ++n) {
+            const int64_t off = (n * v.C + c) * v.S;
+            const float* dyp = dy + off;
+            const float* xp = x + off;
+            float* dxp = dx + off;
+#pragma omp simd
+            for (int64_t i = 0; i < v.S; ++i) dxp[i] = a * (dyp[i] - b - (xp[i] - mu) * k);
+        }
+    }
+}
+
+}  // namespace channel_kernels
+
+}  // namespace minnow

@@ -1,0 +1,63 @@
+// minnow/kernels/norm.h: the loops of the normalisation layers.
+//
+// BatchNorm, BatchRenorm and GatedBatchNorm normalise per channel (the
+// channel_kernels below, over a ChannelView); LayerNorm and GroupNorm per
+// sample or group, which are contiguous runs (run_sums). Raw pointers in and
+// out: the layers (layers/batchnorm.cpp and its siblings) own the tensors,
+// the statistics and the autograd nodes, and hand the kernels the per-channel
+// coefficients as callbacks.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace minnow {
+
+// A tensor [N, C, *] is
+// seen as [N, C, S] (S = product of the dims after C; 1 for [N, C]): channel
+// c is N runs of S contiguous floats, the run of sample n starting at
+// (n * C + c) * S. Every kernel runs over channels in parallel (OpenMP) once
+// the tensor is big enough, and does all its passes over one channel before
+// moving to the next, so the later passes read the channel from cache, not
+// from memory. Sums are accumulated in double.
+struct ChannelView {
+    int64_t N = 0, C = 0, S = 1;
+    ChannelView(int64_t N_, int64_t C_, int64_t S_) : N(N_), C(C_), S(S_) {}
+    // From a tensor's shape [N, C, *] (an Error for fewer than 2 dims).
+    explicit ChannelView(const std::vector<int64_t>& shape);
+    int64_t per_channel() const { return N * S; }  // m
+    int64_t numel() const { return N * C * S; }
+};
+
+// Sums over one contiguous run of n floats, accumulated in float over short
+// chunks (so they vectorise) and in double across chunks. Also used by
+// LayerNorm and GroupNorm, whose groups are contiguous runs.
+namespace run_sums {
+double sum(const float* p, int64_t n);                        // sum p[i]
+double sum_sq_dev(const float* p, int64_t n, float mu);       // sum (p[i] - mu)^2
+// s_dy += sum dy[i];  s_dy_xmu += sum dy[i] * (x[i] - mu)
+void grad_sums(const float* dy, const float* x, int64_t n, float mu, double& s_dy, double& s_dy_xmu);
+}  // namespace run_sums
+
+namespace channel_kernels {
+// Given a channel's statistics, the (scale, shift) to apply to it. Called
+// once per channel, possibly from several threads at once (for different c).
+using ForwardCoef = std::function<void(int64_t c, double mean, double var, float& scale, float& shift)>;
+// Per channel c: mean and biased var of x (two passes: the mean, then squared
+// deviations), (scale, shift) = coef(c, mean, var), then y = x * scale + shift.
+void normalize(const float* x, const ChannelView& v, const ForwardCoef& coef, float* y);
+// y = x * scale[c] + shift[c]  (when the statistics are known already).
+void scale_shift(const float* x, const ChannelView& v, const float* scale, const float* shift, float* y);
+
+// Given a channel's gradient sums, the (a, b, k) of its input gradient.
+using BackwardCoef =
+    std::function<void(int64_t c, double sum_dy, double sum_dy_xmu, float& a, float& b, float& k)>;
+// Per channel c: sum_dy = sum of dy, sum_dy_xmu = sum of dy * (x - mean[c]),
+// (a, b, k) = coef(c, sum_dy, sum_dy_xmu), then (unless dx is null)
+// dx = a * (dy - b - (x - mean[c]) * k).
+void backward(const float* dy, const float* x, const ChannelView& v, const float* mean,
+              const BackwardCoef& coef, float* dx);
+}  // namespace channel_kernels
+
+}  // namespace minnow

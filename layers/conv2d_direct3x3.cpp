@@ -1,0 +1,78 @@
+// Conv2d by the direct 3x3 kernels of kernels/conv3x3.h (3x3, stride 1,
+// padding 1, and the sizes direct3x3_supported() accepts): no im2col and no
+// GEMM. The forward and the input gradient are the same kernel (the latter
+// with the weights flipped and transposed, kernels/conv3x3.cpp), an image per
+// thread, or, with fewer images than threads (Plan::split), each image cut by
+// output channels in panels of 8, each thread padding its own copy of the
+// image: no waiting at all. The weight gradient has its own kernel, run over
+// a few images at a time into each thread's partial dW.
+#include <omp.h>
+
+#include <algorithm>
+
+#include "kernels/conv3x3.h"
+#include "layers/conv2d_paths.h"
+
+namespace minnow::conv2d_detail {
+
+namespace {
+
+// The weights packed for the direct kernel: as they are for the forward,
+// flipped and transposed for the input gradient.
+const float* packed_weights(const ConvGeometry& g, const float* Wt, bool transposed) {
+    float* packed = scratch_buffers(Scratch::packed_weights, 1, direct3x3_packed_floats(g.O, g.C))[0];
+    pack3x3_weights(Wt, g.O, g.C, transposed, packed);
+    return packed;
+}
+
+}  // namespace
+
+void forward_direct(const Plan& p, const ConvGeometry& g, const float* X, const float* Wt, const float* b, float* Y) {
+    const float* packed = packed_weights(g, Wt, /*transposed=*/false);
+    std::vector<float*> pad = scratch_buffers(Scratch::direct_input, p.threads, direct3x3_scratch_floats(g.C, g.H, g.W));
+    const int64_t CHW = g.C * g.H * g.W, P = g.P();
+    if (p.split) {  // by output channels, each thread on its panels of 8
+        const int64_t K = g.K();
+#pragma omp parallel num_threads(p.threads)
+        {
+            const int t = omp_get_thread_num();
+            int64_t o0, o1;  // this thread's output channels, whole panels of 8
+            share(g.O, omp_get_num_threads(), t, 8, &o0, &o1);
+            for (int64_t n = 0; n < g.N && o1 > o0; ++n)  // each thread pads the image for itself: no waiting
+                conv3x3_direct(X + n * CHW, g.C, g.H, g.W, packed + o0 * K, o1 - o0, b ? b + o0 : nullptr,
+                               Y + (n * g.O + o0) * P, pad[t]);
+        }
+        return;
+    }
+#pragma omp parallel for num_threads(p.threads) schedule(static) if (p.parallel)
+    for (int64_t n = 0; n < g.N; ++n)
+        conv3x3_direct(X + n * CHW, g.C, g.H, g.W, packed, g.O, b, Y + n * g.O * P, pad[omp_get_thread_num()]);
+}
+
+// dx[n] = conv(G_n, W flipped and transposed): see kernels/conv3x3.cpp.
+void input_grad_direct(const Plan& p, const ConvGeometry& g, const float* Wt, const float* dY, float* dx) {
+    const float* packed = packed_weights(g, Wt, /*transposed=*/true);
+    std::vector<float*> pad = scratch_buffers(Scratch::direct_input, p.threads, direct3x3_scratch_floats(g.O, g.H, g.W));
+    const int64_t CHW = g.C * g.H * g.W, OP = g.O * g.P();
+#pragma omp parallel for num_threads(p.threads) schedule(static) if (p.parallel)
+    for (int64_t n = 0; n < g.N; ++n)
+        conv3x3_direct(dY + n * OP, g.O, g.H, g.W, packed, g.C, nullptr, dx + n * CHW, pad[omp_get_thread_num()]);
+}
+
+// dW_t += sum_n G_n (x) x_n, a run of images at a time (the kernel adds its
+// accumulators into dw once per run).
+void weight_grad_direct(const Plan& p, const ConvGeometry& g, const float* X, const float* dY,
+                        const std::vector<float*>& part) {
+    std::vector<float*> pad = scratch_buffers(Scratch::direct_input, p.threads,
+                                              direct3x3_weight_grad_scratch_floats(g.C, g.O, g.H, g.W));
+    const int64_t CHW = g.C * g.H * g.W, OP = g.O * g.P();
+    const int64_t run = direct3x3_weight_grad_images(g.H, g.W), runs = (g.N + run - 1) / run;
+#pragma omp parallel for num_threads(p.threads) schedule(static) if (p.parallel)
+    for (int64_t r = 0; r < runs; ++r) {
+        const int t = omp_get_thread_num();
+        const int64_t n0 = r * run, m = std::min(run, g.N - n0);
+        conv3x3_direct_weight_grad(X + n0 * CHW, dY + n0 * OP, m, g.C, g.H, g.W, g.O, part[t], pad[t]);
+    }
+}
+
+}  // namespace minnow::conv2d_detail
