@@ -2,8 +2,9 @@
 //
 //     train_cifar --model cnn --norm batch --out results/cnn-batch
 //
-// One training step, top to bottom (follow it into the library):
-//     logits = model(images)              layers/models.cpp -> conv2d.cpp (im2col + cblas_sgemm),
+// One training step, top to bottom (follow it into the library; train/step.h):
+//     logits = model(images)              layers/models.cpp -> conv2d.cpp (its plan picks the direct
+//                                         3x3 kernels of kernels/conv3x3.h or im2col + kernels/gemm.h),
 //                                         batchnorm.cpp, activation.cpp, pooling.cpp, linear.cpp
 //     loss = cross_entropy(logits, y)     layers/loss.cpp
 //     loss.backward()                     core/autograd.cpp: each layer's hand-written backward

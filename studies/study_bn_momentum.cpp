@@ -35,7 +35,7 @@ ImageSet contrast_shifted(const ImageSet& set) {
     return s;
 }
 
-// The label shift of the issue: classes 0 and 1 swap labels.
+// The label shift: classes 0 and 1 swap labels.
 ImageSet labels_swapped(const ImageSet& set) {
     ImageSet s = set;
     std::vector<int> mapping(set.num_classes());
