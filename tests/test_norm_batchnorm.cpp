@@ -159,10 +159,11 @@ TEST_CASE("norm: gradcheck of a small BatchNorm network at batches 2 and 3") {
             relu_piece(a1), relu_piece(a2), pool_piece(h, pooled.indices, pooled.output);
             return linear(pooled.output.flatten(1), v[9], v[10]);
         };
-        // Inputs and parameters whose forward keeps 1e-3 from every kink, so
-        // that few steps of the finite differences (1e-3) cross one.
+        // Inputs and parameters whose forward keeps 2e-3 from every kink, so
+        // that few steps of the finite differences (2e-3) cross one; a step
+        // that large keeps their float rounding (~1e-6 / 2e-3) under atol.
         std::vector<Tensor> inputs;
-        for (int attempt = 0; attempt < 200 && !(margin >= 1e-3); ++attempt) {
+        for (int attempt = 0; attempt < 200 && !(margin >= 2e-3); ++attempt) {
             inputs = {Tensor::normal({n, 3, 4, 4}, 0.f, 1.f, &gen).requires_grad_(),
                       Tensor::uniform({16, 3, 3, 3}, -0.3f, 0.3f, &gen).requires_grad_(),   // conv 1
                       Tensor::uniform({16}, -0.2f, 0.2f, &gen).requires_grad_(),
@@ -175,9 +176,9 @@ TEST_CASE("norm: gradcheck of a small BatchNorm network at batches 2 and 3") {
             NoGradGuard no_grad;
             net(inputs);
         }
-        REQUIRE(margin >= 1e-3);
+        REQUIRE(margin >= 2e-3);
         GradcheckOptions o;
-        o.eps = 1e-3;
+        o.eps = 2e-3;
         o.piece = [&piece] { return piece; };
         // Generic: im2col + GEMM; avx512 (where the CPU has it): the direct kernels.
         for (Isa isa : {Isa::generic, Isa::avx512}) {
