@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
 namespace minnow {
 
@@ -45,6 +46,39 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assume
 // where the previous one ended, the last ends at the end of the file.
 static constexpr uint64_t kMaxHeaderBytes = 100000000;
 
+// nlohmann keeps the last of two equal keys without a word, and its parser
+// callback (which could watch the keys) rescans the parent object at the end of
+// every entry: quadratic in a header of many tensors. So a second, linear pass
+// with a SAX handler that sees only the keys of the top-level object.
+struct TopLevelKeys : nlohmann::json_sax<nlohmann::json> {
+    int depth = 0;
+    std::set<std::string> seen;
+    std::string repeated;
+    bool key(string_t& k) override {
+        if (depth == 1 && !seen.insert(k).second && repeated.empty()) repeated = k;
+        return true;
+    }
+    bool start_object(std::size_t) override { return ++depth, true; }
+    bool end_object() override { return --depth, true; }
+    bool start_array(std::size_t) override { return ++depth, true; }
+    bool end_array() override { return --depth, true; }
+    bool null() override { return true; }
+    bool boolean(bool) override { return true; }
+    bool number_integer(number_integer_t) override { return true; }
+    bool number_unsigned(number_unsigned_t) override { return true; }
+    bool number_float(number_float_t, const string_t&) override { return true; }
+    bool string(string_t&) override { return true; }
+    bool binary(binary_t&) override { return true; }
+    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+};
+
+static std::string first_repeated_top_level_key(const uint8_t* begin, const uint8_t* end) {
+    TopLevelKeys keys;
+    nlohmann::json::sax_parse(begin, end, &keys);
+    return keys.repeated;
+}
+
+
 SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::string& name) {
     auto fail = [&](const std::string& what) -> Error { return Error(name + ": not a valid safetensors file: " + what); };
     if (size < 8) throw fail("only " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
@@ -56,23 +90,12 @@ SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::
     if (n > size - 8) throw fail("header length " + std::to_string(n) + " runs past the end of the file (" +
                                  std::to_string(size) + " bytes)");
     nlohmann::json header;
-    std::string duplicate;
     try {
-        // nlohmann keeps the last of two equal keys without a word: the
-        // callback sees every key of the top-level object and notes a repeat.
-        std::vector<std::string> keys;
-        auto watch_keys = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
-            if (depth == 1 && event == nlohmann::json::parse_event_t::key) {
-                const std::string key = parsed.get<std::string>();
-                if (std::find(keys.begin(), keys.end(), key) != keys.end() && duplicate.empty()) duplicate = key;
-                keys.push_back(key);
-            }
-            return true;
-        };
-        header = nlohmann::json::parse(bytes + 8, bytes + 8 + n, watch_keys);
+        header = nlohmann::json::parse(bytes + 8, bytes + 8 + n);
     } catch (const std::exception& e) {
         throw fail(std::string("header is not JSON (") + e.what() + ")");
     }
+    const std::string duplicate = first_repeated_top_level_key(bytes + 8, bytes + 8 + n);
     if (!duplicate.empty()) throw fail("the header names '" + duplicate + "' twice");
     if (!header.is_object()) throw fail("header is not a JSON object");
     const uint8_t* data = bytes + 8 + n;
