@@ -66,6 +66,7 @@ double forward_flops(Module& model, int64_t image_size) {
 nlohmann::json run_config(const Config& c) {
     manual_seed(0);
     auto model = make_model(c.model, c.norm);
+    require_batch_fits(*model, c.mode == "train", c.batch_size, c.image_size, "--batch-size");
     const double flops = forward_flops(*model, c.image_size);
     Tensor x = Tensor::normal({c.batch_size, 3, c.image_size, c.image_size}, 0.f, 1.f);
     Tensor y = Tensor::empty({c.batch_size});
@@ -161,18 +162,24 @@ int main(int argc, char** argv) {
     Config c;
     bool json = false;
     CLI::App app{"bench: training and evaluation speed of the reference networks"};
-    auto* m = app.add_option("--model", c.model, "cnn or resnet20")->check(CLI::IsMember(model_names()));
-    auto* n = app.add_option("--norm", c.norm, norm2d_help())->check(CLI::IsMember(norm2d_kinds()));
-    auto* b = app.add_option("--batch-size", c.batch_size, "batch size");
-    auto* md = app.add_option("--mode", c.mode, "train or eval")->check(CLI::IsMember({"train", "eval"}));
-    app.add_option("--image-size", c.image_size, "input height and width")->capture_default_str();
-    app.add_option("--threads", c.threads, "threads (default: MINNOW_NUM_THREADS or every core)");
-    app.add_option("--warmup", c.warmup, "untimed steps first")->capture_default_str();
-    app.add_option("--steps", c.steps, "timed steps")->capture_default_str();
+    auto* m = app.add_option("--model", c.model, "network")->check(CLI::IsMember(model_names()))->capture_default_str();
+    auto* n = app.add_option("--norm", c.norm, norm2d_help())->check(CLI::IsMember(norm2d_kinds()))->capture_default_str();
+    auto* b = app.add_option("--batch-size", c.batch_size, "batch size")
+                  ->check(flag::whole(1, 65536))
+                  ->capture_default_str();
+    auto* md = app.add_option("--mode", c.mode, "train or eval")
+                   ->check(CLI::IsMember({"train", "eval"}))
+                   ->capture_default_str();
+    app.add_option("--image-size", c.image_size, "input height and width")
+        ->check(flag::whole(8, 1024))
+        ->capture_default_str();
+    app.add_option("--threads", c.threads, "threads (default: MINNOW_NUM_THREADS or every core)")
+        ->check(flag::threads());
+    app.add_option("--warmup", c.warmup, "untimed steps first")->check(flag::whole(0, 100000))->capture_default_str();
+    app.add_option("--steps", c.steps, "timed steps")->check(flag::whole(1, 100000))->capture_default_str();
     app.add_flag("--layers", c.layers, "also time each layer's forward and backward");
     app.add_flag("--json", json, "one JSON object per configuration");
-    CLI11_PARSE(app, argc, argv);
-    try {
+    return run_app(app, argc, argv, [&] {
         setup_threads(c.threads);
         if (m->count() || n->count() || b->count() || md->count()) {
             nlohmann::json j = run_config(c);
@@ -181,7 +188,7 @@ int main(int argc, char** argv) {
                 std::printf("%s", kHeader);
                 print_row(j);
             }
-            return 0;
+            return kExitOk;
         }
         // Every configuration, each in its own process (own peak memory).
         struct Sel { const char *model, *norm, *mode; int64_t batch, steps; };
@@ -205,9 +212,6 @@ int main(int argc, char** argv) {
             else print_row(nlohmann::json::parse(outp));
             std::fflush(stdout);
         }
-        return 0;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "bench: %s\n", e.what());
-        return 1;
-    }
+        return kExitOk;
+    });
 }

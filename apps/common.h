@@ -14,6 +14,7 @@
 
 // The studies (apps/study_*.cpp) use autograd, ops, the loss and gradient
 // norms through this header.
+#include "apps/flags.h"
 #include "core/autograd.h"
 #include "core/ops.h"
 #include "core/parallel.h"
@@ -38,10 +39,57 @@ namespace fs = std::filesystem;
 inline const std::vector<float> kCifarMean{0.4914f, 0.4822f, 0.4465f};
 inline const std::vector<float> kCifarStd{0.2023f, 0.1994f, 0.2010f};
 
-// Applies MINNOW_NUM_THREADS, then --threads N if given (0: keep the default).
-inline void setup_threads(int threads) {
-    init_threads_from_env();
-    if (threads > 0) set_num_threads(threads);
+// The memory a forward pass (and, for training, its backward) of `batch`
+// images of side `image_size` needs, estimated from the layers' outputs for
+// one image. Measured peak memory (bench, cnn and resnet20, batches 128-512):
+// a training step holds about 1.1x the sum of its layers' outputs (they are
+// kept for the backward; gradients are freed as it goes), evaluation far
+// less; the factors below leave a margin.
+inline double step_bytes(Module& model, bool train, int64_t batch, int64_t image_size) {
+    double per_image = 0;
+    Module::set_forward_timer([&](Module& m, const Tensor& y, double) {
+        if (m.named_children().empty()) per_image += 4.0 * static_cast<double>(y.numel());
+    });
+    try {
+        NoGradGuard ng;
+        model(Tensor::zeros({1, 3, image_size, image_size}));
+    } catch (...) {
+        Module::set_forward_timer(nullptr);
+        throw;
+    }
+    Module::set_forward_timer(nullptr);
+    double params = 0;
+    for (const Tensor& p : model.parameters()) params += 4.0 * static_cast<double>(p.numel());
+    return (train ? 1.25 : 0.5) * per_image * static_cast<double>(batch) + (train ? 3 : 1) * params;
+}
+
+// The memory this process may still use: MemAvailable of /proc/meminfo
+// (0 if unknown).
+inline double available_memory_bytes() {
+    std::FILE* f = std::fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    double kib = 0;
+    while (std::fgets(line, sizeof line, f))
+        if (std::sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
+    std::fclose(f);
+    return kib * 1024;
+}
+
+// A UsageError naming `flag` when a step at this batch size cannot fit in
+// memory, so a run is refused at once instead of being killed by the kernel
+// mid-way (or after hours of training, at a larger evaluation batch).
+inline void require_batch_fits(Module& model, bool train, int64_t batch, int64_t image_size,
+                               const std::string& flag) {
+    const double need = step_bytes(model, train, batch, image_size), have = available_memory_bytes();
+    if (have > 0 && need > 0.9 * have) {
+        char msg[256];
+        std::snprintf(msg, sizeof msg, "%s %lld: a %s step at %lldx%lld needs about %.1f GiB, and %.1f GiB are available",
+                      flag.c_str(), static_cast<long long>(batch), train ? "training" : "evaluation",
+                      static_cast<long long>(image_size), static_cast<long long>(image_size), need / (1 << 30),
+                      have / (1 << 30));
+        throw UsageError(msg);
+    }
 }
 
 // --data, or the usual places: ./data/cifar-10-batches-bin (the official
@@ -49,7 +97,7 @@ inline void setup_threads(int threads) {
 // to the source tree. Empty if none holds CIFAR-10.
 inline std::string find_cifar10(const std::string& given) {
     if (!given.empty()) {
-        if (!fs::exists(given)) throw Error("--data " + given + ": no such file or directory");
+        if (!fs::exists(given)) throw UsageError("--data " + given + ": no such file or directory");
         return given;
     }
     std::vector<std::string> candidates{"data/cifar-10-batches-bin", "../shared/data/cifar10"};

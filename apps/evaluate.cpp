@@ -27,6 +27,7 @@ struct Options {
 
 int run(const Options& o) {
     setup_threads(o.threads);
+    if (!o.dump_logits.empty()) require_writable_file(o.dump_logits, "--dump-logits");
     SafetensorsFile f = load_safetensors(o.checkpoint);
     auto from_meta = [&](const std::string& given, const std::string& key) {
         if (!given.empty()) return given;
@@ -38,6 +39,7 @@ int run(const Options& o) {
     const std::string model_name = from_meta(o.model, "model"), norm = from_meta(o.norm, "norm");
     auto model = make_model(model_name, norm);
     model->load_state_dict(model_entries(f), true, o.checkpoint);
+    require_batch_fits(*model, false, o.batch_size, 32, "--batch-size");
 
     const std::string root = find_cifar10(o.data);
     auto test_set = load_split(root, false, o.test_limit, o.cache_dir);
@@ -66,7 +68,7 @@ int run(const Options& o) {
                     o.dump_logits.c_str(), static_cast<long long>(r.n),
                     static_cast<long long>(test_set->num_classes()), static_cast<long long>(r.n));
     }
-    return 0;
+    return kExitOk;
 }
 
 }  // namespace
@@ -76,21 +78,20 @@ int main(int argc, char** argv) {
     CLI::App app{"evaluate: test accuracy and confusion matrix of a checkpoint on CIFAR-10"};
     app.add_option("--checkpoint", o.checkpoint, "safetensors file (train_cifar checkpoint, --save file or PyTorch state)")
         ->required();
-    app.add_option("--model", o.model, "cnn or resnet20, when the file's metadata does not say")
+    app.add_option("--model", o.model, "network, when the file's metadata does not say")
         ->check(CLI::IsMember(model_names()));
     app.add_option("--norm", o.norm, "the model's normalisation, when the file's metadata does not say: " + norm2d_help())
         ->check(CLI::IsMember(norm2d_kinds()));
     app.add_option("--data", o.data, "cifar-10-batches-bin folder or image folders with train/ and test/");
-    app.add_option("--test-limit", o.test_limit, "use N test images, evenly across the classes");
-    app.add_option("--batch-size", o.batch_size, "evaluation batch size")->capture_default_str();
-    app.add_option("--dump-logits", o.dump_logits, "write logits [N,10] (F32) and labels [N] (I64) here");
-    app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)");
+    app.add_option("--test-limit", o.test_limit, "use N test images, evenly across the classes (0: all)")
+        ->check(flag::whole(0, int64_t{1} << 50));
+    app.add_option("--batch-size", o.batch_size, "evaluation batch size")
+        ->check(flag::whole(1, 10000))
+        ->capture_default_str();
+    app.add_option("--dump-logits", o.dump_logits, "write logits [N,10] (F32) and labels [N] (I64) here")
+        ->check(flag::writable_file());
+    app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)")
+        ->check(flag::threads());
     app.add_option("--cache-dir", o.cache_dir, "where decoded image folders are cached")->capture_default_str();
-    CLI11_PARSE(app, argc, argv);
-    try {
-        return run(o);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "evaluate: %s\n", e.what());
-        return 1;
-    }
+    return run_app(app, argc, argv, [&] { return run(o); });
 }

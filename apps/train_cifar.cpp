@@ -18,6 +18,10 @@
 #include <cmath>
 #include <cstdio>
 #include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <type_traits>
 
 #include "apps/common.h"
 #include "layers/norm_factory.h"
@@ -41,14 +45,120 @@ struct Options {
     std::vector<float> mean = kCifarMean, std = kCifarStd;
     bool no_shuffle = false, no_augment = false, resume = false, no_cache = false, progress = true;
     uint64_t seed = 0;
+    std::set<std::string> given;  // the flags on the command line
 };
 
+// ---------------------------------------------------------------- the recipe
+// What a checkpoint records of its run and a resumed run keeps: one row per
+// flag. A resumed run takes each from the checkpoint; a flag given on the
+// command line that says otherwise is refused (a run with another recipe is
+// a new run, started from the checkpoint's weights with --init). --epochs and
+// --steps may grow: continuing further is what a resume is for.
+template <class T> std::string to_text(const T& v) {
+    if constexpr (std::is_same_v<T, std::string>) return v;
+    else if constexpr (std::is_floating_point_v<T>) {  // the shortest text that reads back as v
+        char b[40];
+        for (int digits = 6;; ++digits) {
+            std::snprintf(b, sizeof b, "%.*g", digits, static_cast<double>(v));
+            if (static_cast<T>(std::strtod(b, nullptr)) == v || digits == 17) return b;
+        }
+    } else if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
+    else return std::to_string(v);
+}
+template <class T> std::string to_text(const std::vector<T>& v) {
+    std::string s;
+    for (const T& x : v) s += (s.empty() ? "" : ",") + to_text(x);
+    return s;
+}
+template <class T> void from_text(const std::string& s, T& v) {
+    std::istringstream in(s);
+    if constexpr (std::is_same_v<T, std::string>) v = s;
+    else if constexpr (std::is_same_v<T, bool>) v = s == "true";
+    else if (!(in >> v)) throw Error("'" + s + "' is not a number");
+}
+template <class T> void from_text(const std::string& s, std::vector<T>& v) {
+    v.clear();
+    std::istringstream in(s);
+    for (std::string part; std::getline(in, part, ',');) from_text(part, v.emplace_back());
+}
+
+struct RecipeField {
+    std::string flag;  // without the dashes; also the checkpoint's metadata key
+    std::function<std::string(const Options&)> get;
+    std::function<void(Options&, const std::string&)> set;
+};
+template <class T> RecipeField field(const char* flag, T Options::*member) {
+    return {flag, [member](const Options& o) { return to_text(o.*member); },
+            [member](Options& o, const std::string& s) { from_text(s, o.*member); }};
+}
+const std::vector<RecipeField>& recipe() {
+    static const std::vector<RecipeField> fields{
+        field("model", &Options::model),           field("norm", &Options::norm),
+        field("batch-size", &Options::batch_size), field("lr", &Options::lr),
+        field("momentum", &Options::momentum),     field("weight-decay", &Options::weight_decay),
+        field("milestones", &Options::milestones), field("gamma", &Options::gamma),
+        field("label-smoothing", &Options::label_smoothing),
+        field("mean", &Options::mean),             field("std", &Options::std),
+        field("no-augment", &Options::no_augment), field("no-shuffle", &Options::no_shuffle),
+        field("seed", &Options::seed),             field("train-limit", &Options::train_limit),
+        field("test-limit", &Options::test_limit), field("init", &Options::init),
+    };
+    return fields;
+}
+
+std::map<std::string, std::string> recipe_metadata(const Options& o) {
+    std::map<std::string, std::string> m;
+    for (const RecipeField& f : recipe()) m[f.flag] = f.get(o);
+    return m;
+}
+
+// The recipe of the checkpoint being resumed, into `o`; a flag given with
+// another value is a UsageError naming both.
+void take_recipe(Options& o, const TrainingCheckpoint& ck, const std::string& path) {
+    for (const RecipeField& f : recipe()) {
+        auto it = ck.run.find(f.flag);
+        if (it == ck.run.end()) {
+            if (f.flag == "model" || f.flag == "norm")
+                throw UsageError(path + ": not a train_cifar checkpoint (no '" + f.flag + "' in its metadata)");
+            std::printf("note: %s does not record --%s; using %s\n", path.c_str(), f.flag.c_str(), f.get(o).c_str());
+            continue;
+        }
+        const std::string mine = f.get(o);
+        if (o.given.count("--" + f.flag) && mine != it->second)
+            throw UsageError("--" + f.flag + " " + mine + " contradicts the run being resumed (" + path + ": " +
+                             f.flag + " " + it->second + "). A resumed run keeps its recipe; to train on with "
+                             "another, start a new run from these weights: --init " + path + " --out NEW_FOLDER");
+        try {
+            f.set(o, it->second);
+        } catch (const Error& e) {
+            throw Error(path + ": metadata '" + f.flag + "': " + e.what());
+        }
+    }
+}
+
 // ---------------------------------------------------------------- the run
-int run(const Options& o) {
+int run(Options o) {
     setup_threads(o.threads);
     const std::string out = o.out.empty() ? "results/" + o.model + "-" + o.norm : o.out;
-    fs::create_directories(out);
+    require_writable_folder(out, "--out");
     const std::string ckpt_path = out + "/checkpoint.safetensors";
+    require_writable_file(ckpt_path, "--out (its checkpoint.safetensors)");
+    if (!o.save.empty()) require_writable_file(o.save, "--save");
+
+    // A resumed run's recipe is the checkpoint's, before anything is built from it.
+    std::optional<TrainingCheckpoint> ck;
+    if (o.resume && fs::exists(ckpt_path)) {
+        ck = TrainingCheckpoint::load(ckpt_path);
+        take_recipe(o, *ck, ckpt_path);
+    } else if (o.resume) {
+        std::printf("--resume: no checkpoint in %s yet, starting afresh\n", out.c_str());
+    }
+
+    // The model first: a batch that cannot fit is refused before the data loads.
+    manual_seed(o.seed);
+    auto model = make_model(o.model, o.norm);
+    require_batch_fits(*model, true, o.train_limit > 0 ? std::min(o.batch_size, o.train_limit) : o.batch_size, 32,
+                       "--batch-size");
 
     // Data
     const std::string root = find_cifar10(o.data);
@@ -68,11 +178,9 @@ int run(const Options& o) {
     lo.augment = !o.no_augment;
     DataLoader loader(train_set, lo);
 
-    // Model, optimizer, schedule (PyTorch's MultiStepLR, stepped per epoch)
-    manual_seed(o.seed);
-    auto model = make_model(o.model, o.norm);
-    if (!o.init.empty()) {
-        model->load(o.init);
+    // Optimizer and schedule (PyTorch's MultiStepLR, stepped per epoch)
+    if (!o.init.empty() && !ck) {
+        model->load_state_dict(model_entries(load_safetensors(o.init)), true, o.init);
         std::printf("init: %s\n", o.init.c_str());
     }
     SGDOptions so(o.lr);
@@ -82,24 +190,16 @@ int run(const Options& o) {
     MultiStepLR sched(opt, o.milestones, o.gamma);
 
     // One checkpoint file holds the whole training state (train/checkpoint.h).
-    const std::map<std::string, std::string> run_meta{{"model", o.model}, {"norm", o.norm}};
+    ProgressBar progress(o.progress);
+    EpochTable table(" (stopped by --steps)");
+    LayerGradNorms layers(*model);
+    MetricsLog metrics(out + "/metrics.csv", out + "/metrics.jsonl", &layers);
     TrainState state;
-    if (o.resume && fs::exists(ckpt_path)) {
-        const TrainingCheckpoint ck = TrainingCheckpoint::load(ckpt_path);
-        auto meta = [&](const std::string& k) {
-            auto it = ck.run.find(k);
-            if (it == ck.run.end())
-                throw Error(ckpt_path + ": not a train_cifar checkpoint (no '" + k + "' in its metadata)");
-            return it->second;
-        };
-        if (meta("model") != o.model || meta("norm") != o.norm)
-            throw Error(ckpt_path + ": checkpoint of --model " + meta("model") + " --norm " + meta("norm") +
-                        ", but this run is --model " + o.model + " --norm " + o.norm);
-        state = ck.resume(*model, opt, &sched);
+    if (ck) {
+        state = ck->resume(*model, opt, &sched);
+        if (!ck->history.empty()) metrics.restore(ck->history);
         std::printf("resumed from %s after epoch %lld (step %lld)\n", ckpt_path.c_str(),
                     static_cast<long long>(state.epochs_done), static_cast<long long>(state.step));
-    } else if (o.resume) {
-        std::printf("--resume: no checkpoint in %s yet, starting afresh\n", out.c_str());
     }
     int64_t params = 0;
     for (const Tensor& p : model->parameters()) params += p.numel();
@@ -108,8 +208,9 @@ int run(const Options& o) {
     std::printf("recipe: %d epochs, batch %lld, SGD lr %g momentum %g weight decay %g, lr x%g at epochs",
                 o.epochs, static_cast<long long>(o.batch_size), o.lr, o.momentum, o.weight_decay, o.gamma);
     for (auto m : o.milestones) std::printf(" %lld", static_cast<long long>(m));
-    std::printf("; augment %s, shuffle %s, seed %llu\n", o.no_augment ? "off" : "crop+flip",
-                o.no_shuffle ? "off" : "on", static_cast<unsigned long long>(o.seed));
+    std::printf("; label smoothing %g; augment %s, shuffle %s, seed %llu\n", o.label_smoothing,
+                o.no_augment ? "off" : "crop+flip", o.no_shuffle ? "off" : "on",
+                static_cast<unsigned long long>(o.seed));
     std::fflush(stdout);
 
     // The epoch loop (train/loop.h) with what each epoch leaves behind: the
@@ -120,31 +221,35 @@ int run(const Options& o) {
     loop.label_smoothing = static_cast<float>(o.label_smoothing);
     loop.test_set = test_set;
     loop.test_loader = test_loader_options(256);  // the CIFAR normalisation, whatever --mean and --std say
-    ProgressBar progress(o.progress);
-    EpochTable table(" (stopped by --steps)");
-    LayerGradNorms layers(*model);
-    MetricsLog metrics(out + "/metrics.csv", out + "/metrics.jsonl", &layers);
-    SaveCheckpoint checkpoint(ckpt_path, *model, opt, &sched, run_meta);
+    SaveCheckpoint checkpoint(ckpt_path, *model, opt, &sched, recipe_metadata(o), &metrics);
     Figures figures(out, metrics.csv_path(), fs::path(out).filename().string());
     const LoopResult r = train_epochs(*model, opt, &sched, loader, loop, state,
                                       {&progress, &table, &layers, &metrics, &checkpoint, &figures});
     if (r.diverged) {
         const Divergence& d = *r.diverged;
-        const bool loss_finite = std::isfinite(d.result.loss);
-        std::fprintf(stderr,
-                     "train_cifar: stopped at step %lld (epoch %lld, batch %lld): the %s is %s; %s.\n"
-                     "The last good checkpoint (end of epoch %lld) is left as it was in %s\n",
+        std::string kept;
+        if (checkpoint.saved_epoch() > 0)
+            kept = "The last checkpoint, of epoch " + std::to_string(checkpoint.saved_epoch()) + ", is in " + ckpt_path;
+        else if (ck)
+            kept = "The checkpoint resumed from (epoch " + std::to_string(state.epochs_done) + ") is left as it was in " +
+                   ckpt_path;
+        else if (fs::exists(ckpt_path))
+            kept = "No checkpoint of this run was written (" + ckpt_path + " is from an earlier run)";
+        else
+            kept = "No checkpoint was written (one is written at the end of each whole epoch)";
+        std::fprintf(stderr, "train_cifar: diverged at step %lld (epoch %lld, batch %lld): %s.\n%s.\n",
                      static_cast<long long>(d.step), static_cast<long long>(d.epoch),
-                     static_cast<long long>(d.batch), loss_finite ? "gradient norm" : "loss",
-                     std::to_string(loss_finite ? d.result.grad_norm : d.result.loss).c_str(), d.reason.c_str(),
-                     static_cast<long long>(d.epoch - 1), ckpt_path.c_str());
-        return 3;
+                     static_cast<long long>(d.batch), d.reason.c_str(), kept.c_str());
+        return kExitDiverged;
     }
     if (!o.save.empty()) {
+        const std::vector<TensorEntry> state_dict = model->state_dict();
+        if (const std::string bad = first_non_finite(state_dict); !bad.empty())
+            throw Error("--save " + o.save + ": not saved, the model is not finite: " + bad);
         model->save(o.save, {{"model", o.model}, {"norm", o.norm}, {"step", std::to_string(r.state.step)}});
         std::printf("saved %s\n", o.save.c_str());
     }
-    return 0;
+    return kExitOk;
 }
 
 }  // namespace
@@ -152,42 +257,61 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
     Options o;
     CLI::App app{"train_cifar: trains a reference network on CIFAR-10 (the BatchNorm experiment)"};
-    app.add_option("--model", o.model, "cnn or resnet20")->check(CLI::IsMember(model_names()));
-    app.add_option("--norm", o.norm, norm2d_help())->check(CLI::IsMember(norm2d_kinds()));
+    app.add_option("--model", o.model, "network")->check(CLI::IsMember(model_names()))->capture_default_str();
+    app.add_option("--norm", o.norm, norm2d_help())->check(CLI::IsMember(norm2d_kinds()))->capture_default_str();
     app.add_option("--data", o.data, "cifar-10-batches-bin folder or image folders with train/ and test/");
-    app.add_option("--epochs", o.epochs, "epochs")->capture_default_str();
-    app.add_option("--batch-size", o.batch_size, "batch size")->capture_default_str();
-    app.add_option("--lr", o.lr, "learning rate")->capture_default_str();
-    app.add_option("--momentum", o.momentum, "SGD momentum")->capture_default_str();
-    app.add_option("--weight-decay", o.weight_decay, "SGD weight decay (L2, every parameter)")->capture_default_str();
+    app.add_option("--epochs", o.epochs, "epochs")->check(flag::whole(1, 100000))->capture_default_str();
+    app.add_option("--batch-size", o.batch_size, "batch size")->check(flag::whole(1, 50000))->capture_default_str();
+    app.add_option("--lr", o.lr, "learning rate")->check(flag::real(0, 1e30))->capture_default_str();
+    app.add_option("--momentum", o.momentum, "SGD momentum")->check(flag::real(0, 1e30))->capture_default_str();
+    app.add_option("--weight-decay", o.weight_decay, "SGD weight decay (L2, every parameter)")
+        ->check(flag::real(0, 1e30))
+        ->capture_default_str();
     app.add_option("--milestones", o.milestones, "epochs after which the lr is multiplied by --gamma")
         ->delimiter(',')
+        ->check(flag::whole(1, 100000))
         ->capture_default_str();
-    app.add_option("--gamma", o.gamma, "lr decay factor at each milestone")->capture_default_str();
-    app.add_option("--label-smoothing", o.label_smoothing, "cross-entropy label smoothing")->capture_default_str();
-    app.add_option("--mean", o.mean, "per-channel mean for normalisation")->delimiter(',')->expected(3);
-    app.add_option("--std", o.std, "per-channel std for normalisation")->delimiter(',')->expected(3);
+    app.add_option("--gamma", o.gamma, "lr decay factor at each milestone")
+        ->check(flag::real(0, 1e30, /*open_lo=*/true))
+        ->capture_default_str();
+    app.add_option("--label-smoothing", o.label_smoothing, "cross-entropy label smoothing")
+        ->check(flag::real(0, 1))
+        ->capture_default_str();
+    app.add_option("--mean", o.mean, "per-channel mean for normalisation")
+        ->delimiter(',')
+        ->expected(3)
+        ->check(flag::real(-1e30, 1e30));
+    app.add_option("--std", o.std, "per-channel std for normalisation")
+        ->delimiter(',')
+        ->expected(3)
+        ->check(flag::real(0, 1e30, /*open_lo=*/true));
     app.add_flag("--no-augment", o.no_augment, "no random crop and flip");
     app.add_flag("--no-shuffle", o.no_shuffle, "training batches in file order");
-    app.add_option("--steps", o.steps, "stop after this many optimizer steps (0: no limit)");
-    app.add_option("--train-limit", o.train_limit, "use N training images, evenly across the classes");
-    app.add_option("--test-limit", o.test_limit, "use N test images, evenly across the classes");
+    app.add_option("--steps", o.steps, "stop after this many optimizer steps (default: no limit)")
+        ->check(flag::whole(1, int64_t{1} << 50));
+    app.add_option("--train-limit", o.train_limit, "use N training images, evenly across the classes (0: all)")
+        ->check(flag::whole(0, int64_t{1} << 50));
+    app.add_option("--test-limit", o.test_limit, "use N test images, evenly across the classes (0: all)")
+        ->check(flag::whole(0, int64_t{1} << 50));
     app.add_option("--init", o.init, "start from this safetensors state (e.g. written by PyTorch)");
-    app.add_option("--save", o.save, "write the final model state here (safetensors, PyTorch names)");
-    app.add_option("--out", o.out, "folder for logs and checkpoints (default results/MODEL-NORM)");
-    app.add_flag("--resume", o.resume, "continue from OUT/checkpoint.safetensors if it exists");
-    app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)");
-    app.add_option("--seed", o.seed, "seed of initialisation, shuffling and augmentation")->capture_default_str();
+    app.add_option("--save", o.save, "write the final model state here (safetensors, PyTorch names)")
+        ->check(flag::writable_file());
+    app.add_option("--out", o.out, "folder for logs and checkpoints (default results/MODEL-NORM)")
+        ->check(flag::writable_folder());
+    app.add_flag("--resume", o.resume, "continue from OUT/checkpoint.safetensors if it exists, with its recipe");
+    app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)")
+        ->check(flag::threads());
+    app.add_option("--seed", o.seed, "seed of initialisation, shuffling and augmentation")
+        ->check(flag::whole(0, std::numeric_limits<int64_t>::max()))
+        ->capture_default_str();
     app.add_option("--cache-dir", o.cache_dir, "where decoded image folders are cached")->capture_default_str();
     app.add_flag("--no-cache", o.no_cache, "do not cache decoded image folders");
     bool no_progress = false;
     app.add_flag("--no-progress", no_progress, "no progress output (on a terminal a bar, otherwise a line every tenth of an epoch)");
-    CLI11_PARSE(app, argc, argv);
-    o.progress = !no_progress;
-    try {
+    return run_app(app, argc, argv, [&] {
+        o.progress = !no_progress;
+        for (const CLI::Option* opt : app.get_options())
+            if (opt->count() > 0) o.given.insert(opt->get_name());
         return run(o);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "train_cifar: %s\n", e.what());
-        return 1;
-    }
+    });
 }

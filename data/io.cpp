@@ -62,4 +62,8 @@ void write_file_atomically(const std::string& path, const std::function<void(std
     }
 }
 
+void write_text_atomically(const std::string& path, const std::string& text) {
+    write_file_atomically(path, [&](std::FILE* f) { std::fwrite(text.data(), 1, text.size(), f); });
+}
+
 }  // namespace minnow

@@ -22,4 +22,7 @@ std::vector<uint8_t> read_file_bytes(const std::string& path);
 // contents; write errors (a full disk) are caught here and name the path.
 void write_file_atomically(const std::string& path, const std::function<void(std::FILE*)>& fill);
 
+// write_file_atomically of a whole text.
+void write_text_atomically(const std::string& path, const std::string& text);
+
 }  // namespace minnow

@@ -11,6 +11,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cerrno>
+#include <cstring>
+#include <limits>
+
 #include <deque>
 #include <cstdio>
 #include <fstream>
@@ -21,6 +25,8 @@
 #include <vector>
 
 #include "apps/common.h"
+#include "data/io.h"
+#include "layers/norm_factory.h"
 #include "studies/summary.h"
 #include "train/plot.h"
 #include "core/random.h"
@@ -42,20 +48,30 @@ struct StudyOptions {
 
 inline void add_study_flags(CLI::App& app, StudyOptions& o) {
     app.add_option("--data", o.data, "cifar-10-batches-bin folder or image folders with train/ and test/");
-    app.add_option("--out", o.out, "folder for the CSVs, figures and summary.md")->capture_default_str();
-    app.add_option("--epochs", o.epochs, "epochs per run")->capture_default_str();
-    app.add_option("--batch-size", o.batch_size, "batch size")->capture_default_str();
+    app.add_option("--out", o.out, "folder for the CSVs, figures and summary.md")
+        ->check(flag::writable_folder())
+        ->capture_default_str();
+    app.add_option("--epochs", o.epochs, "epochs per run")->check(flag::whole(1, 100000))->capture_default_str();
+    app.add_option("--batch-size", o.batch_size, "batch size")->check(flag::whole(1, 50000))->capture_default_str();
     app.add_option("--train-limit", o.train_limit, "training images, evenly across the classes (0: all 50000)")
+        ->check(flag::whole(0, int64_t{1} << 50))
         ->capture_default_str();
     app.add_option("--test-limit", o.test_limit, "test images, evenly across the classes (0: all 10000)")
+        ->check(flag::whole(0, int64_t{1} << 50))
         ->capture_default_str();
-    app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)");
-    app.add_option("--seed", o.seed, "seed of initialisation, shuffling and augmentation")->capture_default_str();
+    app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)")
+        ->check(flag::threads());
+    app.add_option("--seed", o.seed, "seed of initialisation, shuffling and augmentation")
+        ->check(flag::whole(0, std::numeric_limits<int64_t>::max()))
+        ->capture_default_str();
 }
 
 // --norms: the normalisations a study compares (kinds of make_norm2d).
 inline void add_norms_flag(CLI::App& app, std::vector<std::string>& norms) {
-    app.add_option("--norms", norms, "normalisations (kinds of make_norm2d)")->delimiter(',')->capture_default_str();
+    app.add_option("--norms", norms, "normalisations: " + norm2d_help())
+        ->delimiter(',')
+        ->check(CLI::IsMember(norm2d_kinds()))
+        ->capture_default_str();
 }
 
 // "4 epochs on 10000 of the 50000 training images (1000 per class), tested on 2000 ...".
@@ -77,7 +93,12 @@ struct StudyData {
 
 inline StudyData start_study(const StudyOptions& o, const std::string& study) {
     setup_threads(o.threads);
-    fs::create_directories(o.out + "/runs");
+    require_writable_folder(o.out + "/runs", "--out");
+    {
+        manual_seed(o.seed);
+        auto model = make_model("cnn", "batch");
+        require_batch_fits(*model, true, o.batch_size, 32, "--batch-size");
+    }
     StudyData d;
     d.root = find_cifar10(o.data);
     d.train = load_split(d.root, true, o.train_limit, o.cache_dir);
@@ -216,7 +237,7 @@ public:
     void row(const std::vector<std::string>& fields) {
         for (size_t i = 0; i < fields.size(); ++i) out_ << (i ? "," : "") << fields[i];
         out_ << "\n";
-        out_.flush();
+        if (!out_.flush()) throw Error(path_ + ": write error (" + std::strerror(errno) + ")");
     }
     const std::string& path() const { return path_; }
 
@@ -283,11 +304,7 @@ inline std::string command_line(int argc, char** argv) {
     return s;
 }
 
-inline void write_text(const std::string& path, const std::string& text) {
-    std::ofstream f(path);
-    if (!f) throw Error(path + ": cannot write");
-    f << text;
-}
+inline void write_text(const std::string& path, const std::string& text) { write_text_atomically(path, text); }
 
 // A run of the study's budget (epochs, batch size, seed) and the default recipe.
 inline RunSpec study_run(const StudyOptions& o, std::string label, std::string norm) {
@@ -324,16 +341,13 @@ inline void write_summary(const std::string& out, const std::string& text) {
     std::printf("wrote %s/summary.md\n", out.c_str());
 }
 
-// A study's main after its flags: runs `body`, and turns an exception into a
-// message "<study>: <what>" and exit status 1.
-inline int run_study(const char* study, const std::function<void()>& body) {
-    try {
+// A study's main after its flags: parses them and runs `body`, with the
+// messages and exit codes of run_app (apps/flags.h).
+inline int run_study(CLI::App& app, int argc, char** argv, const std::function<void()>& body) {
+    return run_app(app, argc, argv, [&] {
         body();
-        return 0;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s: %s\n", study, e.what());
-        return 1;
-    }
+        return kExitOk;
+    });
 }
 
 }  // namespace minnow::app

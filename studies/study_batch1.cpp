@@ -124,13 +124,15 @@ int main(int argc, char** argv) {
     add_study_flags(app, o);  // --batch-size is the default build's batch size
     add_norms_flag(app, norms);
     app.add_option("--lr", base_lr, "lr at --batch-size; batch size 1 gets lr * 1 / batch-size")
+        ->check(flag::real(0, 1e30))
         ->capture_default_str();
     app.add_option("--gate-lr", gate_lr, "lr of the gated BatchNorm's gates, at every batch size (no weight decay)")
+        ->check(flag::real(0, 1e30))
         ->capture_default_str();
     app.add_option("--threshold", threshold, "accuracy drop (percentage points) that counts as too much")
+        ->check(flag::real(0, 100))
         ->capture_default_str();
-    CLI11_PARSE(app, argc, argv);
-    return run_study("study_batch1", [&] {
+    return run_study(app, argc, argv, [&] {
         const StudyData data = start_study(o, "batch 1");
         const Batch1Tables tables = compare_batch_sizes(o, data, norms, base_lr, gate_lr, threshold);
         TemplateValues v = run_values(argc, argv);

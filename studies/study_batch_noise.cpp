@@ -282,13 +282,17 @@ struct BatchNoiseStudy {
 // The training images, the network, and the checks of the flags.
 void BatchNoiseStudy::load() {
     setup_threads(o.threads);
-    std::filesystem::create_directories(o.out);
-    if (batches < 2 || probe_batches < 2) throw Error("--batches and --probe-batches must be at least 2");
+    require_writable_folder(o.out, "--out");
     root = find_cifar10(o.data);
     train_set = load_split(root, true, o.train_limit, o.cache_dir);
     N = train_set->n;
     for (int64_t B : batch_sizes)
-        if (B < 2 || B > N - 1) throw Error("--batch-sizes: " + std::to_string(B) + " is not in [2, N-1]");
+        if (B < 2 || B > N - 1)
+            throw UsageError("--batch-sizes: " + std::to_string(B) + " is not in [2, " + std::to_string(N - 1) +
+                             "] (the " + std::to_string(N) + " training images - 1)");
+    if (demo_images > N)
+        throw UsageError("--demo-images " + std::to_string(demo_images) + ": more than the " + std::to_string(N) +
+                         " training images");
     net = load_network(checkpoint, o.seed);
     std::printf("batch noise: %lld training images of %s; %s; %s\n", static_cast<long long>(N), root.c_str(),
                 net.description.c_str(), threading_info().c_str());
@@ -855,17 +859,25 @@ int main(int argc, char** argv) {
     for (const char* unused : {"--epochs", "--batch-size", "--test-limit"}) app.remove_option(app.get_option(unused));
     app.add_option("--checkpoint", st.checkpoint,
                    "cnn weights (train_cifar checkpoint or saved model); default: a fresh cnn from --seed");
-    app.add_option("--batch-sizes", st.batch_sizes, "batch sizes")->delimiter(',')->capture_default_str();
+    app.add_option("--batch-sizes", st.batch_sizes, "batch sizes (each at most the training images - 1)")
+        ->delimiter(',')
+        ->check(flag::whole(2, 50000))
+        ->capture_default_str();
     app.add_option("--batches", st.batches, "random batches per batch size for the statistics' spread")
+        ->check(flag::whole(2, 10000000))
         ->capture_default_str();
     app.add_option("--probe-batches", st.probe_batches, "random batches per batch size around the probe image")
+        ->check(flag::whole(2, 10000000))
         ->capture_default_str();
-    app.add_option("--demo-images", st.demo_images, "images in the numeric demo")->capture_default_str();
-    app.add_option("--demo-channels", st.demo_channels, "conv1 channels shown in the demo table")->capture_default_str();
+    app.add_option("--demo-images", st.demo_images, "images in the numeric demo")
+        ->check(flag::whole(1, 1000))
+        ->capture_default_str();
+    app.add_option("--demo-channels", st.demo_channels, "conv1 channels shown in the demo table")
+        ->check(flag::whole(1, 64))
+        ->capture_default_str();
     app.add_option("--cache-dir", o.cache_dir, "where decoded image folders are cached")->capture_default_str();
-    CLI11_PARSE(app, argc, argv);
     const auto t_start = Clock::now();
-    return run_study("study_batch_noise", [&] {
+    return run_study(app, argc, argv, [&] {
         st.load();
         NoGradGuard no_grad;
         st.measure_population();

@@ -254,11 +254,12 @@ int main(int argc, char** argv) {
     add_study_flags(app, o);
     app.add_option("--momenta", momenta, "BatchNorm momenta (weight of the new batch)")
         ->delimiter(',')
+        ->check(flag::real(0, 1))
         ->capture_default_str();
     app.add_option("--pop-images", pop_images, "training images for the population statistics (0: all)")
+        ->check(flag::whole(0, int64_t{1} << 50))
         ->capture_default_str();
-    CLI11_PARSE(app, argc, argv);
-    return run_study("study_bn_momentum", [&] {
+    return run_study(app, argc, argv, [&] {
         const StudyData data = start_study(o, "bn momentum");
         const ShiftedSets sets = make_shifted_sets(o, data, pop_images);
         CsvFile stats(o.out + "/running_stats.csv", {"momentum", "epoch", "layer", "mean_err", "var_err"});

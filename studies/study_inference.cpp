@@ -33,6 +33,7 @@
 #include <sstream>
 
 #include "apps/common.h"
+#include "data/io.h"
 #include "kernels/gemm_bf16.h"
 #include "studies/summary.h"
 #include "core/random.h"
@@ -161,7 +162,7 @@ void run_latency(const Options& o, std::vector<Variant>& variants) {
                 if (at == std::string::npos || line.compare(at, mine.size(), mine) != 0) kept.push_back(line);
             }
     }
-    std::ofstream csv(path);
+    std::ostringstream csv;
     csv << "variant,input,batch,threads,passes,p50_ms,p90_ms,mean_ms,img_per_s,cpu_p50_ms\n";
     for (const auto& line : kept) csv << line << "\n";
     for (const auto& t : timings) {
@@ -174,13 +175,14 @@ void run_latency(const Options& o, std::vector<Variant>& variants) {
                       percentile(t.seconds, 0.9) * 1e3, mean * 1e3, t.batch / p50, percentile(t.cpu_seconds, 0.5) * 1e3);
         csv << line;
     }
+    write_text_atomically(path, csv.str());
 }
 
 // ---------------------------------------------------------------- accuracy
 void run_accuracy(const Options& o, std::vector<Variant>& variants) {
     const std::string root = find_cifar10(o.data);
     auto test_set = load_split(root, false, o.test_limit, o.cache_dir);
-    std::ofstream csv(fs::path(o.out) / "accuracy.csv");
+    std::ostringstream csv;
     csv << "variant,images,accuracy_pct,mean_loss,max_abs_logit_diff_vs_fp32,mean_abs_logit_diff_vs_fp32,"
            "max_abs_logit_fp32,predictions_changed_vs_fp32\n";
     Tensor fp32_logits;
@@ -214,6 +216,7 @@ void run_accuracy(const Options& o, std::vector<Variant>& variants) {
                       static_cast<long long>(changed));
         csv << line;
     }
+    write_text_atomically((fs::path(o.out) / "accuracy.csv").string(), csv.str());
 }
 
 // ---------------------------------------------------------------- summary
@@ -402,19 +405,23 @@ void write_summary(const Options& o, const nlohmann::json& info, const std::vect
          {"latency", latency_section(latency, torch, variants)},
          {"accuracy", accuracy_section(accuracy)},
          {"runs", how_it_was_run(out, info)}});
-    std::ofstream(out / "summary.md") << md;
+    write_text_atomically((out / "summary.md").string(), md);
 }
 
 int run(const Options& o) {
     setup_threads(o.threads);
-    fs::create_directories(o.out);
+    require_writable_folder(o.out, "--out");
     std::vector<Variant> variants = make_variants(o.checkpoint);
 
     const fs::path info_path = fs::path(o.out) / "run_info.json";
     nlohmann::json info = nlohmann::json::object();
-    if (fs::exists(info_path)) {
+    if (fs::exists(info_path)) {  // the parts run before; a damaged file is started afresh
         std::ifstream in(info_path);
-        info = nlohmann::json::parse(in);
+        info = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+        if (!info.is_object()) {
+            std::fprintf(stderr, "warning: %s is not a JSON object: started afresh\n", info_path.c_str());
+            info = nlohmann::json::object();
+        }
     }
     info["checkpoint"] = o.checkpoint;
     {
@@ -449,7 +456,7 @@ int run(const Options& o) {
         run_accuracy(o, variants);
         info["accuracy"] = part;
     }
-    std::ofstream(info_path) << info.dump(2) << "\n";
+    write_text_atomically(info_path.string(), info.dump(2) + "\n");
     write_summary(o, info, variants);
     std::printf("wrote %s/{latency.csv, accuracy.csv, run_info.json, summary.md}\n", o.out.c_str());
     return 0;
@@ -463,28 +470,31 @@ int main(int argc, char** argv) {
     CLI::App app{"study_inference: eval latency, throughput and accuracy of fp32, BatchNorm-folded and bfloat16 "
                  "versions of a trained model"};
     app.add_option("--checkpoint", o.checkpoint, "trained model (train_cifar checkpoint or --save file)")->required();
-    app.add_option("--out", o.out, "output folder")->capture_default_str();
+    app.add_option("--out", o.out, "output folder")->check(flag::writable_folder())->capture_default_str();
     app.add_option("--only", o.only, "which part: all, latency or accuracy")
         ->check(CLI::IsMember({"all", "latency", "accuracy"}))
         ->capture_default_str();
-    app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)");
-    app.add_option("--iters", o.iters, "timed passes per version at batch 1")->capture_default_str();
+    app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)")
+        ->check(flag::threads());
+    app.add_option("--iters", o.iters, "timed passes per version at batch 1")
+        ->check(flag::whole(1, 10000000))
+        ->capture_default_str();
     app.add_option("--throughput-iters", o.throughput_iters, "timed passes per version at the throughput batch")
+        ->check(flag::whole(1, 10000000))
         ->capture_default_str();
     app.add_option("--throughput-batch", o.throughput_batch, "batch of the throughput passes (32x32)")
+        ->check(flag::whole(1, 65536))
         ->capture_default_str();
     app.add_option("--rounds", o.rounds, "the timed passes are split into this many rounds over the versions")
+        ->check(flag::whole(1, 10000))
         ->capture_default_str();
     app.add_option("--data", o.data, "cifar-10-batches-bin folder or image folders with train/ and test/");
     app.add_option("--test-limit", o.test_limit, "use N test images, evenly across the classes (0: all)")
+        ->check(flag::whole(0, int64_t{1} << 50))
         ->capture_default_str();
-    app.add_option("--batch-size", o.batch_size, "evaluation batch size for the accuracy")->capture_default_str();
+    app.add_option("--batch-size", o.batch_size, "evaluation batch size for the accuracy")
+        ->check(flag::whole(1, 10000))
+        ->capture_default_str();
     app.add_option("--cache-dir", o.cache_dir, "where decoded image folders are cached")->capture_default_str();
-    CLI11_PARSE(app, argc, argv);
-    try {
-        return run(o);
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "study_inference: %s\n", e.what());
-        return 1;
-    }
+    return run_app(app, argc, argv, [&] { return run(o); });
 }

@@ -91,12 +91,13 @@ int main(int argc, char** argv) {
     add_study_flags(app, o);
     app.add_option("--scales", scales, "factors applied to the initial conv and linear weights")
         ->delimiter(',')
+        ->check(flag::real(0, 1e30, /*open_lo=*/true))
         ->capture_default_str();
     add_norms_flag(app, norms);
     app.add_option("--loss-target", loss_target, "training speed: steps until the 50-step mean loss is below this")
+        ->check(flag::real(0, 1e30, /*open_lo=*/true))
         ->capture_default_str();
-    CLI11_PARSE(app, argc, argv);
-    return run_study("study_init_scale", [&] {
+    return run_study(app, argc, argv, [&] {
         const StudyData data = start_study(o, "init scale");
         TemplateValues v = run_values(argc, argv);
         v["table"] = sweep_initial_scales(o, data, norms, scales, loss_target);

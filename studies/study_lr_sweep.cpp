@@ -114,10 +114,9 @@ int main(int argc, char** argv) {
     std::vector<std::string> norms{"batch", "none"};
     CLI::App app{"study_lr_sweep: learning-rate sweep of the cnn with and without BatchNorm"};
     add_study_flags(app, o);
-    app.add_option("--lrs", lrs, "learning rates")->delimiter(',')->capture_default_str();
+    app.add_option("--lrs", lrs, "learning rates")->delimiter(',')->check(flag::real(0, 1e30))->capture_default_str();
     add_norms_flag(app, norms);
-    CLI11_PARSE(app, argc, argv);
-    return run_study("study_lr_sweep", [&] {
+    return run_study(app, argc, argv, [&] {
         const StudyData data = start_study(o, "lr sweep");
         const std::vector<RunRecord> runs = sweep_learning_rates(o, data, norms, lrs);
         plot_sweep(o, norms, lrs, runs);

@@ -46,7 +46,7 @@ set +e
 code=$?
 set -e
 [ "$code" = 3 ] || { cat "$work/nan.err"; fail "diverging run exited $code, expected 3"; }
-grep -q "stopped at step" "$work/nan.err" || fail "no step in the divergence message"
+grep -q "diverged at step" "$work/nan.err" || fail "no step in the divergence message"
 grep -q "features\|classifier\|gradient" "$work/nan.err" || fail "no layer named in the divergence message"
 
 echo "--- errors are messages, not crashes"
@@ -54,6 +54,6 @@ set +e
 "$build/train_cifar" --data "$work/nowhere" > /dev/null 2> "$work/err1"; c1=$?
 "$build/evaluate" --checkpoint "$work/nowhere.safetensors" > /dev/null 2> "$work/err2"; c2=$?
 set -e
-[ "$c1" = 1 ] && grep -q "nowhere" "$work/err1" || fail "missing --data"
+[ "$c1" = 2 ] && grep -q "nowhere" "$work/err1" || fail "missing --data"
 [ "$c2" = 1 ] && grep -q "nowhere.safetensors" "$work/err2" || fail "missing checkpoint"
 echo "apps: all checks passed"

@@ -134,6 +134,21 @@ TEST_CASE("a non-finite step changes no weight, and the diagnosis names the laye
     CHECK_MESSAGE(why.find("1 (Linear)") != std::string::npos, why);
 }
 
+TEST_CASE("a step whose update overflows a weight is non-finite, naming the parameter") {
+    OneBatch one;
+    SGDOptions so(1e30);  // the decay term lr * weight_decay * w is past float's range
+    so.weight_decay = 1e30;
+    SGD opt(one.model->named_parameters(), so);
+    const StepResult r = train_step(*one.model, opt, one.batch);
+    CHECK(std::isfinite(r.loss));
+    CHECK(std::isfinite(r.grad_norm));
+    CHECK_FALSE(r.finite());
+    CHECK_MESSAGE(r.non_finite_after_step.find(".weight (element ") != std::string::npos, r.non_finite_after_step);
+    // The diagnosis of what is left names the parameter first.
+    const std::string why = diagnose_non_finite(*one.model, one.batch.images, true);
+    CHECK_MESSAGE(why.find("is not finite (element") != std::string::npos, why);
+}
+
 TEST_CASE("evaluate: loss, accuracy and a confusion matrix over the whole set") {
     auto model = tiny_model(3);
     auto set = tiny_set(21, 4);
@@ -244,6 +259,91 @@ TEST_CASE("the epoch loop stops at max_steps (a partial epoch) and on a non-fini
     CHECK(reason.find("1 (Linear)") != std::string::npos);
 }
 
+TEST_CASE("the epoch loop stops on a non-finite weight after a step, and on a non-finite test loss") {
+    {
+        TwoEpochs run;
+        SGDOptions so(1e30);
+        so.weight_decay = 1e30;
+        SGD opt(run.model->named_parameters(), so);
+        const LoopResult r = train_epochs(*run.model, opt, nullptr, run.loader, run.lo);
+        REQUIRE(r.diverged);
+        CHECK(r.diverged->step == 1);
+        CHECK(r.state.epochs_done == 0);
+        CHECK_MESSAGE(r.diverged->reason.find("after the step") != std::string::npos, r.diverged->reason);
+    }
+    {
+        // Finite training; the test images, normalised by a std so small
+        // that they overflow, give a non-finite test loss.
+        TwoEpochs run;
+        run.lo.test_loader.std = {1e-44f, 1e-44f, 1e-44f};
+        int64_t epochs_ended = 0;
+        CallbackFunctions count;
+        count.epoch_end = [&](const EpochStats&) { ++epochs_ended; };
+        const LoopResult r = run.train({&count});
+        REQUIRE(r.diverged);
+        CHECK(r.diverged->epoch == 1);
+        CHECK(r.diverged->step == 3);
+        CHECK_FALSE(std::isfinite(r.diverged->result.loss));
+        CHECK(r.state.epochs_done == 0);  // the epoch is not done: no checkpoint callback saw it
+        CHECK(epochs_ended == 0);
+        CHECK_MESSAGE(r.diverged->reason.find("test loss") != std::string::npos, r.diverged->reason);
+    }
+}
+
+TEST_CASE("a training checkpoint holding a non-finite tensor is not saved, and the previous file stays") {
+    TempDir dir;
+    OneBatch one;
+    REQUIRE(train_step(*one.model, one.opt, one.batch).finite());
+    const std::string path = dir / "ck.safetensors";
+    TrainingCheckpoint::capture(*one.model, one.opt, nullptr, {1, 1}).save(path);
+    const auto before = read_bytes(path);
+    one.model->named_parameters()[1].second.data()[3] = NAN;  // "1.bias"
+    CHECK_THROWS_WITH_AS(TrainingCheckpoint::capture(*one.model, one.opt, nullptr, {2, 2}).save(path),
+                         doctest::Contains("1.bias (element 3 is nan)"), Error);
+    CHECK(read_bytes(path) == before);
+    CHECK(first_non_finite(one.model->state_dict()) == "1.bias (element 3 is nan)");
+}
+
+TEST_CASE("MetricsLog: a resume rewrites the logs from the checkpoint's history, whatever the files hold") {
+    TempDir dir;
+    TwoEpochs run;
+    MetricsLog log(dir / "metrics.csv", dir / "metrics.jsonl");
+    SaveCheckpoint save(dir / "ck.safetensors", *run.model, run.opt, nullptr, {}, &log);
+    run.lo.epochs = 1;
+    run.train({&log, &save});
+    CHECK(save.saved_epoch() == 1);
+    const auto csv_after_1 = read_bytes(dir / "metrics.csv");
+    const auto jsonl_after_1 = read_bytes(dir / "metrics.jsonl");
+    const TrainingCheckpoint ck = TrainingCheckpoint::load(dir / "ck.safetensors");
+    CHECK(ck.history == log.history());
+    CHECK(ck.run.count("metrics_jsonl") == 0);
+
+    // A torn JSON line, a garbage CSV row, a second epoch that the checkpoint does not have.
+    {
+        std::ofstream(dir / "metrics.csv", std::ios::app) << "garbage,,\n2,0.05,1\n";
+        std::ofstream(dir / "metrics.jsonl", std::ios::app) << "{\"epoch\": 2, \"lr\n";
+    }
+    MetricsLog again(dir / "metrics.csv", dir / "metrics.jsonl");
+    again.restore(ck.history);
+    again.on_train_begin({1, 3});
+    CHECK(read_bytes(dir / "metrics.csv") == csv_after_1);
+    CHECK(read_bytes(dir / "metrics.jsonl") == jsonl_after_1);
+
+    // Without a history (an older checkpoint): the lines that parse, up to the epoch.
+    std::ofstream(dir / "metrics.jsonl", std::ios::app) << "not json\n{\"epoch\": 2}\n";
+    MetricsLog old(dir / "metrics.csv", dir / "metrics.jsonl");
+    old.on_train_begin({1, 3});
+    CHECK(read_bytes(dir / "metrics.jsonl") == jsonl_after_1);
+    CHECK(read_bytes(dir / "metrics.csv") == csv_after_1);
+}
+
+TEST_CASE("MetricsLog: a log that cannot be written is an error naming the file") {
+    TempDir dir;
+    fs::create_directories(dir / "metrics.csv");  // a folder where the file should be
+    MetricsLog log(dir / "metrics.csv", dir / "metrics.jsonl");
+    CHECK_THROWS_WITH_AS(log.on_train_begin({}), doctest::Contains("metrics.csv"), Error);
+}
+
 TEST_CASE("MetricsLog: metrics.csv and metrics.jsonl, kept up to the resumed epoch") {
     TempDir dir;
     TwoEpochs run;
@@ -299,7 +399,7 @@ TEST_CASE("Figures: training loss, test accuracy and gradient norm as PNGs besid
         CHECK(fs::exists(dir / (std::string(name) + ".gp")));
         CHECK_FALSE(fs::exists(dir / (std::string(name) + ".gp.err")));
     }
-    // A figure that cannot be drawn is a warning and a count, not an exception.
+    // A figure whose script cannot be written is an error naming the file.
     Figures nowhere((dir / "no/such/folder"), log.csv_path(), "tiny");
-    CHECK(nowhere.draw() == 0);
+    CHECK_THROWS_WITH_AS(nowhere.draw(), doctest::Contains("no/such/folder/train_loss.gp"), Error);
 }

@@ -9,7 +9,9 @@
 #include <cstdio>
 #include <exception>
 #include <fstream>
+#include <sstream>
 
+#include "data/io.h"
 #include "optim/grad_utils.h"
 #include "train/plot.h"
 
@@ -108,44 +110,76 @@ std::string MetricsLog::csv_header() {
     return "epoch,lr,train_loss,train_acc,test_loss,test_acc,grad_norm_mean,grad_norm_max,img_per_s,epoch_time_s,steps";
 }
 
-void truncate_metrics_log(const std::string& path, int64_t epochs_done, bool csv) {
-    std::ifstream in(path);
-    if (!in) return;
-    std::vector<std::string> kept;
-    std::string line;
-    bool first = true;
-    while (std::getline(in, line)) {
-        if (first && csv) {
-            kept.push_back(line);
-        } else if (!line.empty()) {
-            int64_t epoch = -1;
-            if (csv) epoch = std::stoll(line.substr(0, line.find(',')));
-            else epoch = nlohmann::json::parse(line).value("epoch", int64_t{-1});
-            if (epoch >= 1 && epoch <= epochs_done) kept.push_back(line);
-        }
-        first = false;
+namespace {
+// A JSON number as metrics.csv writes it (as a stream prints a double; a
+// NaN, stored as null in JSON, as "nan").
+std::string csv_field(const nlohmann::json& v) {
+    if (v.is_null()) return "nan";
+    if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+    if (v.is_number()) {
+        std::ostringstream s;
+        s << v.get<double>();
+        return s.str();
     }
-    in.close();
-    std::ofstream out(path, std::ios::trunc);
-    for (const auto& l : kept) out << l << "\n";
+    return v.dump();
+}
+}  // namespace
+
+void MetricsLog::restore(const std::string& history) {
+    lines_.clear();
+    std::istringstream in(history);
+    for (std::string line; std::getline(in, line);)
+        if (!line.empty()) lines_.push_back(line);
+    restored_ = true;
+}
+
+std::string MetricsLog::history() const {
+    std::string s;
+    for (const auto& l : lines_) s += l + "\n";
+    return s;
+}
+
+void MetricsLog::write() const {
+    std::string csv = csv_header() + "\n";
+    std::vector<std::string> columns;
+    {
+        std::istringstream h(csv_header());
+        for (std::string c; std::getline(h, c, ',');) columns.push_back(c);
+    }
+    for (const auto& line : lines_) {
+        const nlohmann::json j = nlohmann::json::parse(line);
+        if (j.contains("diverged_at_step")) continue;  // in the JSON lines only
+        for (size_t i = 0; i < columns.size(); ++i) csv += (i ? "," : "") + csv_field(j.value(columns[i], nlohmann::json()));
+        csv += "\n";
+    }
+    write_text_atomically(csv_, csv);
+    write_text_atomically(jsonl_, history());
 }
 
 void MetricsLog::on_train_begin(const TrainState& s) {
-    if (s.epochs_done > 0) {
-        truncate_metrics_log(csv_, s.epochs_done, true);
-        truncate_metrics_log(jsonl_, s.epochs_done, false);
-        return;
+    if (s.epochs_done == 0) {
+        lines_.clear();
+    } else if (!restored_) {  // no history from the checkpoint: what the old log holds, as far as it parses
+        lines_.clear();
+        std::ifstream in(jsonl_);
+        int64_t number = 0;
+        for (std::string line; std::getline(in, line);) {
+            ++number;
+            if (line.empty()) continue;
+            const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+            if (j.is_discarded() || !j.is_object() || !j.contains("epoch") || !j["epoch"].is_number_integer()) {
+                std::fprintf(stderr, "warning: %s line %lld is not a metrics object: dropped\n", jsonl_.c_str(),
+                             static_cast<long long>(number));
+                continue;
+            }
+            const int64_t epoch = j["epoch"].get<int64_t>();
+            if (epoch >= 1 && epoch <= s.epochs_done && !j.contains("diverged_at_step")) lines_.push_back(j.dump());
+        }
     }
-    std::ofstream csv(csv_, std::ios::trunc);
-    if (!(csv << csv_header() << "\n")) throw Error(csv_ + ": cannot write");
-    if (!std::ofstream(jsonl_, std::ios::trunc)) throw Error(jsonl_ + ": cannot write");
+    write();
 }
 
 void MetricsLog::on_epoch_end(const EpochStats& e) {
-    std::ofstream(csv_, std::ios::app) << e.epoch << "," << e.lr << "," << e.train_loss << "," << e.train_acc << ","
-                                       << e.test_loss << "," << e.test_acc << "," << e.grad_norm_mean << ","
-                                       << e.grad_norm_max << "," << e.img_per_s << "," << e.epoch_time_s << ","
-                                       << e.steps << "\n";
     nlohmann::json j{{"epoch", e.epoch},
                      {"lr", e.lr},
                      {"train_loss", e.train_loss},
@@ -163,18 +197,22 @@ void MetricsLog::on_epoch_end(const EpochStats& e) {
         for (const auto& [layer, n] : layers_->epoch_means()) layers[layer] = n;
         j["layer_grad_norm"] = layers;
     }
-    std::ofstream(jsonl_, std::ios::app) << j.dump() << "\n";
+    lines_.push_back(j.dump());
+    write();
 }
 
 void MetricsLog::on_diverged(const Divergence& d) {
-    nlohmann::json j{{"epoch", d.epoch}, {"diverged_at_step", d.step}, {"reason", d.reason}};
-    std::ofstream(jsonl_, std::ios::app) << j.dump() << "\n";
+    lines_.push_back(nlohmann::json{{"epoch", d.epoch}, {"diverged_at_step", d.step}, {"reason", d.reason}}.dump());
+    write();
 }
 
 // ---------------------------------------------------------------- SaveCheckpoint
 void SaveCheckpoint::on_epoch_end(const EpochStats& e) {
     if (e.partial) return;  // a checkpoint marks whole epochs
-    TrainingCheckpoint::capture(model_, opt_, sched_, {e.epoch, e.steps}, run_).save(path_);
+    TrainingCheckpoint c = TrainingCheckpoint::capture(model_, opt_, sched_, {e.epoch, e.steps}, run_);
+    if (log_) c.history = log_->history();
+    c.save(path_);
+    saved_epoch_ = e.epoch;
 }
 
 // ---------------------------------------------------------------- Figures
@@ -200,12 +238,7 @@ int Figures::draw() {
         Figure fig(f.title, "epoch", f.ylabel, f.log_y);
         fig.extra = "set xtics 1";
         fig.series.push_back({csv_, "epoch", f.column, label_});
-        const std::string png = dir_ + "/" + f.png;
-        try {
-            written += plot(png, fig);
-        } catch (const std::exception& e) {
-            std::fprintf(stderr, "warning: figure %s not written: %s\n", png.c_str(), e.what());
-        }
+        written += plot(dir_ + "/" + f.png, fig);
     }
     return written;
 }

@@ -73,34 +73,48 @@ private:
 // the JSON objects also have "partial_epoch" and, given a LayerGradNorms,
 // "layer_grad_norm" (an object: layer -> norm). A divergence adds the JSON line
 // {"epoch", "diverged_at_step", "reason"}.
-// At on_train_begin a fresh run (no epoch done) starts both files afresh; a
-// resumed one keeps the lines of epochs 1..epochs_done and drops the rest.
+// The log is kept in memory and both files are rewritten from it after every
+// epoch (atomically: a temporary file, then a rename); a write that fails is
+// an Error naming the file. At on_train_begin a fresh run (no epoch done)
+// starts both files afresh. A resumed run rewrites them from the history in
+// its checkpoint (restore(); SaveCheckpoint stores history()): the checkpoint
+// is the truth, so a torn or edited log never blocks a resume. Without a
+// history (restore not called) the old files' objects of epochs
+// 1..epochs_done are kept, and lines that do not parse are dropped with a
+// warning naming the file and line.
 class MetricsLog : public Callback {
 public:
     MetricsLog(std::string csv_path, std::string jsonl_path, const LayerGradNorms* layers = nullptr)
         : csv_(std::move(csv_path)), jsonl_(std::move(jsonl_path)), layers_(layers) {}
     static std::string csv_header();
+    // The JSON lines of a resumed run's epochs (TrainingCheckpoint::history).
+    void restore(const std::string& history);
+    // The JSON lines so far, one object per line.
+    std::string history() const;
     void on_train_begin(const TrainState& s) override;
     void on_epoch_end(const EpochStats& e) override;
     void on_diverged(const Divergence& d) override;
     const std::string& csv_path() const { return csv_; }
 
 private:
+    void write() const;
     std::string csv_, jsonl_;
     const LayerGradNorms* layers_;
+    std::vector<std::string> lines_;  // JSON objects, one per epoch (and a divergence)
+    bool restored_ = false;
 };
 
-// Keeps the lines of a metrics log that belong to epochs 1..epochs_done: the
-// header and the rows of a CSV (epoch first), or the objects of JSON lines.
-void truncate_metrics_log(const std::string& path, int64_t epochs_done, bool csv);
-
-// After each whole epoch (not one cut short by max_steps).
+// After each whole epoch (not one cut short by max_steps), with the metrics
+// history of `log` if given (a resume rewrites the logs from it). A training
+// state that is not finite is never saved (TrainingCheckpoint::save throws).
 class SaveCheckpoint : public Callback {
 public:
     SaveCheckpoint(std::string path, const Module& model, const Optimizer& opt, const LRScheduler* sched,
-                   std::map<std::string, std::string> run = {})
-        : path_(std::move(path)), model_(model), opt_(opt), sched_(sched), run_(std::move(run)) {}
+                   std::map<std::string, std::string> run = {}, const MetricsLog* log = nullptr)
+        : path_(std::move(path)), model_(model), opt_(opt), sched_(sched), run_(std::move(run)), log_(log) {}
     void on_epoch_end(const EpochStats& e) override;
+    // The epoch of the last checkpoint this callback wrote (0: none yet).
+    int64_t saved_epoch() const { return saved_epoch_; }
 
 private:
     std::string path_;
@@ -108,12 +122,15 @@ private:
     const Optimizer& opt_;
     const LRScheduler* sched_;
     std::map<std::string, std::string> run_;
+    const MetricsLog* log_;
+    int64_t saved_epoch_ = 0;
 };
 
 // After each epoch, from a metrics.csv (MetricsLog's): DIR/train_loss.png,
 // DIR/test_accuracy.png and DIR/grad_norm.png, each with its gnuplot script
-// (.gp). A failed figure is a warning on stderr, never an exception; without
-// gnuplot it says so once and draws nothing.
+// (.gp). A script that cannot be written is an Error naming it; gnuplot
+// failing on the data (e.g. a column with no finite value yet) is a warning
+// on stderr; without gnuplot it says so once and draws nothing.
 class Figures : public Callback {
 public:
     Figures(std::string dir, std::string metrics_csv, std::string label)

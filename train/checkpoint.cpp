@@ -9,8 +9,14 @@ namespace {
 const char* const kOptim = "optim.";
 const char* const kSched = "lr_scheduler.";
 bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
-const char* const kOwnKeys[] = {"format", "epochs_done", "step", "rng"};
+const char* const kOwnKeys[] = {"format", "epochs_done", "step", "rng", "metrics_jsonl"};
 }  // namespace
+
+std::string first_non_finite(const std::vector<TensorEntry>& entries) {
+    for (const TensorEntry& e : entries)
+        if (const std::string bad = non_finite_element(e.tensor); !bad.empty()) return e.name + " (" + bad + ")";
+    return "";
+}
 
 std::vector<TensorEntry> model_entries(const SafetensorsFile& f) {
     std::vector<TensorEntry> out;
@@ -33,14 +39,18 @@ TrainingCheckpoint TrainingCheckpoint::capture(const Module& model, const Optimi
 
 void TrainingCheckpoint::save(const std::string& path) const {
     std::vector<TensorEntry> entries = model;
+    for (const SafetensorsFile* part : {&optimizer, &schedule})
+        entries.insert(entries.end(), part->tensors.begin(), part->tensors.end());
+    // A checkpoint is what a resume trusts: one holding NaN would be resumed
+    // into a run that cannot recover.
+    if (const std::string bad = first_non_finite(entries); !bad.empty())
+        throw Error(path + ": not saved, the training state is not finite: " + bad);
     std::map<std::string, std::string> meta{{"format", "minnow-train-checkpoint"},
                                             {"epochs_done", std::to_string(progress.epochs_done)},
                                             {"step", std::to_string(progress.step)}};
     meta.insert(run.begin(), run.end());
-    for (const SafetensorsFile* part : {&optimizer, &schedule}) {
-        entries.insert(entries.end(), part->tensors.begin(), part->tensors.end());
-        meta.insert(part->metadata.begin(), part->metadata.end());
-    }
+    for (const SafetensorsFile* part : {&optimizer, &schedule}) meta.insert(part->metadata.begin(), part->metadata.end());
+    if (!history.empty()) meta["metrics_jsonl"] = history;
     std::string words;
     for (uint64_t w : rng) words += (words.empty() ? "" : " ") + std::to_string(w);
     meta["rng"] = words;
@@ -61,6 +71,7 @@ TrainingCheckpoint TrainingCheckpoint::load(const std::string& path) {
     std::istringstream words(meta("rng"));
     for (auto& w : c.rng) words >> w;
     if (!words) throw Error(path + ": the 'rng' of its metadata is not a generator state");
+    if (auto it = f.metadata.find("metrics_jsonl"); it != f.metadata.end()) c.history = it->second;
     c.model = model_entries(f);
     for (auto& e : f.tensors) {
         if (starts_with(e.name, kOptim)) c.optimizer.tensors.push_back(e);

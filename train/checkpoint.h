@@ -11,7 +11,9 @@
 // under "optim.", the schedule's under "lr_scheduler.", and in the metadata
 // "format" = "minnow-train-checkpoint", "epochs_done", "step", "rng" (the
 // default generator's state words, space-separated), the optimizer's and the
-// schedule's metadata, and the caller's run metadata (any other keys).
+// schedule's metadata, the metrics log of the epochs done ("metrics_jsonl",
+// MetricsLog::history: a resumed run rewrites its logs from it) and the
+// caller's run metadata (any other keys).
 #pragma once
 
 #include <map>
@@ -34,14 +36,17 @@ struct TrainingCheckpoint {
     Generator::State rng{};          // default_generator()'s state
     TrainState progress;
     std::map<std::string, std::string> run;  // the caller's run metadata (e.g. model and norm)
+    std::string history;                     // JSON lines of the metrics of epochs 1..epochs_done
 
     // The state of a run now. `sched` may be null.
     static TrainingCheckpoint capture(const Module& model, const Optimizer& opt, const LRScheduler* sched,
                                       TrainState progress, std::map<std::string, std::string> run = {});
     // Written atomically (a temporary file renamed over `path`): a run killed
-    // while saving leaves the previous checkpoint.
+    // while saving leaves the previous checkpoint. A tensor that is not
+    // finite is an Error naming it, and the previous file stays.
     void save(const std::string& path) const;
-    // Throws minnow::Error naming the file if it is not a training checkpoint.
+    // Throws minnow::Error naming the file (and the metadata key) if it is
+    // not a training checkpoint.
     static TrainingCheckpoint load(const std::string& path);
     // Puts model, optimizer, schedule (if both have one) and the default
     // generator back as they were; returns where the run was.
@@ -49,6 +54,10 @@ struct TrainingCheckpoint {
 
     std::string source;  // the file it was loaded from (for messages)
 };
+
+// The name of the first floating-point tensor holding a NaN or an infinity
+// (and where: "features.0.weight (element 12 is nan)"), or "" if all are finite.
+std::string first_non_finite(const std::vector<TensorEntry>& entries);
 
 // The model's part of a safetensors file: a training checkpoint also holds the
 // optimizer ("optim.*") and the schedule ("lr_scheduler.*").

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "train/evaluate.h"
 
@@ -36,7 +37,9 @@ LoopResult train_epochs(Module& model, Optimizer& opt, LRScheduler* sched, DataL
             if (!r.finite()) {
                 each([&](Callback& c) { c.on_epoch_trained(begin); });
                 Divergence d{epoch + 1, batch_index + 1, step + 1, r,
-                             diagnose_non_finite(model, b.images, std::isfinite(r.loss))};
+                             r.non_finite_after_step.empty()
+                                 ? diagnose_non_finite(model, b.images, std::isfinite(r.loss))
+                                 : "after the step, " + r.non_finite_after_step + " is not finite"};
                 each([&](Callback& c) { c.on_diverged(d); });
                 res.diverged = d;
                 return res;
@@ -64,6 +67,20 @@ LoopResult train_epochs(Module& model, Optimizer& opt, LRScheduler* sched, DataL
             const EvalResult ev = evaluate(model, lo.test_set, lo.test_loader);
             e.test_loss = ev.loss;
             e.test_acc = ev.accuracy;
+            if (!std::isfinite(ev.loss)) {  // finite weights, yet eval mode (running statistics) overflows
+                DataLoader first(lo.test_set, lo.test_loader);
+                first.start_epoch(0);
+                Batch tb;
+                first.next(tb);
+                model.eval();
+                Divergence d{epoch + 1, batch_index, step, {}, ""};
+                d.result.loss = static_cast<float>(ev.loss);
+                d.reason = "the test loss after the epoch is " + std::to_string(ev.loss) + " (eval mode): " +
+                           diagnose_non_finite(model, tb.images, false);
+                each([&](Callback& c) { c.on_diverged(d); });
+                res.diverged = d;
+                return res;
+            }
         }
         e.epoch_time_s = std::chrono::duration<double>(Clock::now() - t0).count();
         if (sched) sched->step();

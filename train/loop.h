@@ -12,8 +12,10 @@
 // Each epoch: model.train(), loader.start_epoch(epoch), train_step on every
 // batch (train/step.h), then evaluation on lo.test_set, then sched->step()
 // (a schedule stepped per epoch, as PyTorch's MultiStepLR). A non-finite step
-// ends the loop (LoopResult::diverged) after diagnose_non_finite; it changed
-// no weight. The loop resumes from any TrainState: epoch e sees the batches an
+// (loss, gradient, or a parameter or buffer after the optimizer's step) or a
+// non-finite test loss ends the loop (LoopResult::diverged, with the reason
+// from diagnose_non_finite); the epoch it happened in is not counted as done,
+// so no checkpoint callback sees it. The loop resumes from any TrainState: epoch e sees the batches an
 // uninterrupted run would (the DataLoader's order depends on (seed, epoch)).
 #pragma once
 
@@ -71,7 +73,8 @@ struct EpochStats {
     bool partial = false;          // cut short by max_steps
 };
 
-// A non-finite step.
+// A non-finite step, or a non-finite test loss after an epoch (then batch and
+// step are the epoch's last, and result.loss is the test loss).
 struct Divergence {
     int64_t epoch = 0, batch = 0, step = 0;  // 1-based, as StepInfo
     StepResult result;

@@ -7,6 +7,13 @@
 
 namespace minnow {
 
+std::string non_finite_element(const Tensor& t) {
+    const float* p = t.data();
+    for (int64_t i = 0, n = t.numel(); i < n; ++i)
+        if (!std::isfinite(p[i])) return "element " + std::to_string(i) + " is " + (std::isnan(p[i]) ? "nan" : "inf");
+    return "";
+}
+
 StepResult train_step(Module& model, Optimizer& opt, const Batch& b, float label_smoothing,
                       const std::function<void()>& after_backward) {
     opt.zero_grad();
@@ -20,20 +27,23 @@ StepResult train_step(Module& model, Optimizer& opt, const Batch& b, float label
     if (!r.finite()) return r;
     if (after_backward) after_backward();
     opt.step();
+    for (const NamedTensors& state : {model.named_parameters(), model.named_buffers()}) {
+        for (const auto& [name, t] : state)
+            if (const std::string bad = non_finite_element(t); !bad.empty()) {
+                r.non_finite_after_step = name + " (" + bad + ")";
+                return r;
+            }
+    }
     Tensor pred = argmax(logits, 1);
     for (int64_t i = 0; i < pred.numel(); ++i) r.correct += pred.data()[i] == b.labels.data()[i];
     return r;
 }
 
-namespace {
-bool all_finite(const Tensor& t) {
-    for (int64_t i = 0; i < t.numel(); ++i)
-        if (!std::isfinite(t.data()[i])) return false;
-    return true;
-}
-}  // namespace
-
 std::string diagnose_non_finite(Module& model, const Tensor& images, bool loss_finite) {
+    for (const NamedTensors& state : {model.named_parameters(), model.named_buffers()})
+        for (const auto& [name, t] : state)
+            if (const std::string bad = non_finite_element(t); !bad.empty())
+                return name + " is not finite (" + bad + ")";
     if (loss_finite) {
         std::string name;
         if (!all_finite_grads(model.named_parameters(), &name)) return "the gradient of " + name + " is not finite";
@@ -42,10 +52,10 @@ std::string diagnose_non_finite(Module& model, const Tensor& images, bool loss_f
     for (auto& [name, m] : model.named_modules()) {
         if (!m->named_children().empty()) continue;  // leaves only: the layers themselves
         m->register_forward_hook([&first, name = name](Module& mod, const Tensor& y) {
-            if (first.empty() && !all_finite(y)) first = name + " (" + mod.type_name() + ")";
+            if (first.empty() && !non_finite_element(y).empty()) first = name + " (" + mod.type_name() + ")";
         });
     }
-    if (!all_finite(images)) first = "the input batch itself";
+    if (!non_finite_element(images).empty()) first = "the input batch itself";
     {
         NoGradGuard ng;
         model(images);

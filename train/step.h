@@ -20,19 +20,29 @@ struct StepResult {
     float loss = NAN;        // the batch's mean cross-entropy
     double grad_norm = NAN;  // global L2 norm of the gradient (NaN if the loss was not finite)
     int64_t correct = 0;     // images of the batch the model got right (before the step)
-    bool finite() const { return std::isfinite(loss) && std::isfinite(grad_norm); }
+    // After the optimizer's step: the first parameter or buffer (running
+    // statistic) that is not finite, with its element; empty if all are.
+    std::string non_finite_after_step;
+    bool finite() const { return std::isfinite(loss) && std::isfinite(grad_norm) && non_finite_after_step.empty(); }
 };
 
 // One step: zero_grad, forward, cross-entropy (with label smoothing), backward,
 // the gradient's global norm, then (only if loss and gradient are finite)
-// `after_backward` (to look at the gradients) and opt.step(). A non-finite step
-// changes no weight: the caller decides what to do (see diagnose_non_finite).
+// `after_backward` (to look at the gradients), opt.step() and a check that
+// every parameter and buffer is still finite (a finite gradient times a huge
+// lr, or a running variance, can overflow). A non-finite loss or gradient
+// changes no weight; a non-finite state after the step has changed them. The
+// caller decides what to do (see diagnose_non_finite).
 StepResult train_step(Module& model, Optimizer& opt, const Batch& b, float label_smoothing = 0.f,
                       const std::function<void()>& after_backward = {});
 
-// Called when the loss or the gradient went non-finite: reruns the batch with
-// a hook on every layer and names the first whose output is not finite, or
-// else the first parameter whose gradient is not. `loss_finite`: whether the
+// "element 12 is nan" for the first element of `t` that is not finite, or "".
+std::string non_finite_element(const Tensor& t);
+
+// Called when the loss or the gradient went non-finite: names the first
+// parameter or buffer that is not finite, or else reruns the batch with a hook
+// on every layer and names the first whose output is not finite, or else the
+// first parameter whose gradient is not. `loss_finite`: whether the
 // step's loss was finite (then the gradients of that step are looked at first).
 std::string diagnose_non_finite(Module& model, const Tensor& images, bool loss_finite);
 
