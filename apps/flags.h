@@ -45,10 +45,6 @@ struct UsageError : Error {
     using Error::Error;
 };
 
-// The most threads any app starts: far beyond the cores of any machine minnow
-// runs on, and below the point where OpenMP's stacks alone exhaust memory.
-constexpr int kMaxThreads = 256;
-
 // Checks of a folder or file an app will write: a folder is created if it is
 // missing; a file's folder must exist or be creatable, and the file itself
 // must not be a directory. Each writes and removes a probe file, so an
@@ -71,7 +67,7 @@ inline CLI::Validator whole(int64_t lo, int64_t hi) {
                        ", got '" + s + "'";
             return "";
         },
-        "INT in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+        "in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
 }
 
 // Finite real numbers in [lo, hi] (or (lo, hi] with open_lo): NaN and
@@ -91,37 +87,27 @@ inline CLI::Validator real(double lo, double hi, bool open_lo = false) {
                 return "must be a finite number in " + range + ", got '" + s + "'";
             return "";
         },
-        "FLOAT in " + range);
+        "in " + range);
 }
 
 // --threads: 1..kMaxThreads (more threads than cores only warns, in setup_threads).
 inline CLI::Validator threads() { return whole(1, kMaxThreads); }
 
-inline CLI::Validator writable_folder() {
+// A validator from a check that throws (require_writable_folder, ...).
+inline CLI::Validator from_check(void (*check)(const std::string&, const std::string&), const char* description) {
     return CLI::Validator(
-        [](std::string& s) -> std::string {
+        [check](std::string& s) -> std::string {
             try {
-                require_writable_folder(s, "");
+                check(s, "");
             } catch (const Error& e) {
                 return e.what();
             }
             return "";
         },
-        "FOLDER (writable)");
+        description);
 }
-
-inline CLI::Validator writable_file() {
-    return CLI::Validator(
-        [](std::string& s) -> std::string {
-            try {
-                require_writable_file(s, "");
-            } catch (const Error& e) {
-                return e.what();
-            }
-            return "";
-        },
-        "FILE (writable)");
-}
+inline CLI::Validator writable_folder() { return from_check(require_writable_folder, "writable folder"); }
+inline CLI::Validator writable_file() { return from_check(require_writable_file, "writable file"); }
 
 }  // namespace flag
 

@@ -288,11 +288,11 @@ int main(int argc, char** argv) {
     app.add_flag("--no-augment", o.no_augment, "no random crop and flip");
     app.add_flag("--no-shuffle", o.no_shuffle, "training batches in file order");
     app.add_option("--steps", o.steps, "stop after this many optimizer steps (default: no limit)")
-        ->check(flag::whole(1, int64_t{1} << 50));
+        ->check(flag::whole(1, int64_t{1000000000}));
     app.add_option("--train-limit", o.train_limit, "use N training images, evenly across the classes (0: all)")
-        ->check(flag::whole(0, int64_t{1} << 50));
+        ->check(flag::whole(0, int64_t{1000000000}));
     app.add_option("--test-limit", o.test_limit, "use N test images, evenly across the classes (0: all)")
-        ->check(flag::whole(0, int64_t{1} << 50));
+        ->check(flag::whole(0, int64_t{1000000000}));
     app.add_option("--init", o.init, "start from this safetensors state (e.g. written by PyTorch)");
     app.add_option("--save", o.save, "write the final model state here (safetensors, PyTorch names)")
         ->check(flag::writable_file());

@@ -11,7 +11,8 @@
 namespace minnow {
 
 void set_num_threads(int n) {
-    if (n < 1) throw Error("set_num_threads: need at least 1 thread, got " + std::to_string(n));
+    if (n < 1 || n > kMaxThreads)
+        throw Error("set_num_threads: need 1 to " + std::to_string(kMaxThreads) + " threads, got " + std::to_string(n));
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
 }
@@ -23,8 +24,9 @@ void init_threads_from_env() {
     if (!s || !*s) return;
     char* end = nullptr;
     const long n = std::strtol(s, &end, 10);
-    if (*end != '\0' || n < 1 || n > 4096)
-        throw Error(std::string("MINNOW_NUM_THREADS must be a positive integer, got '") + s + "'");
+    if (end == s || *end != '\0' || n < 1 || n > kMaxThreads)
+        throw Error(std::string("MINNOW_NUM_THREADS must be a whole number from 1 to ") + std::to_string(kMaxThreads) +
+                    ", got '" + s + "'");
     set_num_threads(static_cast<int>(n));
 }
 

@@ -18,7 +18,10 @@ namespace minnow {
 // OpenMP threads for (`#pragma omp parallel for if (n > kParallelGrain)`).
 constexpr int64_t kParallelGrain = 1 << 15;
 
-void set_num_threads(int n);  // n >= 1; also sets OpenBLAS's count
+// The most threads minnow starts: far beyond the cores of the machines it runs
+// on, and below the point where the threads' stacks alone exhaust memory.
+constexpr int kMaxThreads = 256;
+void set_num_threads(int n);  // 1 <= n <= kMaxThreads; also sets OpenBLAS's count
 int get_num_threads();
 // Applies MINNOW_NUM_THREADS if set (every minnow app calls it at start;
 // a malformed value is an error). Without it, OpenMP's defaults hold.

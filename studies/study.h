@@ -54,10 +54,10 @@ inline void add_study_flags(CLI::App& app, StudyOptions& o) {
     app.add_option("--epochs", o.epochs, "epochs per run")->check(flag::whole(1, 100000))->capture_default_str();
     app.add_option("--batch-size", o.batch_size, "batch size")->check(flag::whole(1, 50000))->capture_default_str();
     app.add_option("--train-limit", o.train_limit, "training images, evenly across the classes (0: all 50000)")
-        ->check(flag::whole(0, int64_t{1} << 50))
+        ->check(flag::whole(0, int64_t{1000000000}))
         ->capture_default_str();
     app.add_option("--test-limit", o.test_limit, "test images, evenly across the classes (0: all 10000)")
-        ->check(flag::whole(0, int64_t{1} << 50))
+        ->check(flag::whole(0, int64_t{1000000000}))
         ->capture_default_str();
     app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)")
         ->check(flag::threads());
@@ -187,7 +187,7 @@ inline RunRecord train_run(const RunSpec& spec, std::shared_ptr<const ImageSet> 
     CallbackFunctions record;
     record.step = [&](const StepInfo& s) { rec.step_loss.push_back(s.result.loss); };
     record.diverged = [&](const Divergence& d) {
-        rec.step_loss.push_back(d.result.loss);
+        if (!d.in_test) rec.step_loss.push_back(d.result.loss);
         rec.diverged_at_step = d.step;
         rec.diverged_reason = d.reason;
         std::printf("  %s: diverged at step %lld (epoch %lld): %s\n", spec.label.c_str(),

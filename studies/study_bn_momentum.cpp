@@ -257,7 +257,7 @@ int main(int argc, char** argv) {
         ->check(flag::real(0, 1))
         ->capture_default_str();
     app.add_option("--pop-images", pop_images, "training images for the population statistics (0: all)")
-        ->check(flag::whole(0, int64_t{1} << 50))
+        ->check(flag::whole(0, int64_t{1000000000}))
         ->capture_default_str();
     return run_study(app, argc, argv, [&] {
         const StudyData data = start_study(o, "bn momentum");

@@ -490,7 +490,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--data", o.data, "cifar-10-batches-bin folder or image folders with train/ and test/");
     app.add_option("--test-limit", o.test_limit, "use N test images, evenly across the classes (0: all)")
-        ->check(flag::whole(0, int64_t{1} << 50))
+        ->check(flag::whole(0, int64_t{1000000000}))
         ->capture_default_str();
     app.add_option("--batch-size", o.batch_size, "evaluation batch size for the accuracy")
         ->check(flag::whole(1, 10000))

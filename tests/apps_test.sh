@@ -3,7 +3,9 @@
 #   apps_test.sh BUILD_DIR WORK_DIR
 # determinism (same seed, no shuffle, no augment: identical weights), resume
 # (a run stopped after epoch 1 and resumed ends with the same weights as an
-# uninterrupted one), evaluate, a diverging run stopping cleanly, and errors.
+# uninterrupted one, also after its metrics log was torn), a resume refusing a
+# contradicting flag, evaluate, a diverging run stopping cleanly, and errors
+# (missing and misplaced files, failed writes).
 set -euo pipefail
 build=$1; work=$2
 rm -rf "$work"; mkdir -p "$work"
@@ -27,6 +29,22 @@ grep -q "resumed from" "$work/resumed2.log" || fail "the second run did not resu
 cmp "$work/straight/final.safetensors" "$work/resumed/final.safetensors" || fail "resumed run differs from the uninterrupted one"
 cmp "$work/straight/metrics.csv" "$work/resumed/metrics.csv" > /dev/null || \
   diff <(cut -d, -f1-8 "$work/straight/metrics.csv") <(cut -d, -f1-8 "$work/resumed/metrics.csv") || fail "metrics differ after resume"
+
+echo "--- a resume with a torn metrics log and a garbage row: the logs are rewritten from the checkpoint"
+"${train[@]}" --epochs 1 --seed 5 --out "$work/torn" > /dev/null
+echo "garbage,row" >> "$work/torn/metrics.csv"
+head -c 40 "$work/torn/metrics.jsonl" > "$work/torn/x" && mv "$work/torn/x" "$work/torn/metrics.jsonl"
+"${train[@]}" --epochs 2 --seed 5 --out "$work/torn" --resume --save "$work/torn/final.safetensors" > "$work/torn.log"
+cmp "$work/straight/final.safetensors" "$work/torn/final.safetensors" || fail "resume after a torn log differs"
+diff <(cut -d, -f1-8 "$work/straight/metrics.csv") <(cut -d, -f1-8 "$work/torn/metrics.csv") || fail "torn log not rewritten"
+[ "$(wc -l < "$work/torn/metrics.jsonl")" = 2 ] || fail "metrics.jsonl not rewritten"
+
+echo "--- a resume takes the checkpoint's recipe and refuses a flag that contradicts it"
+set +e
+"${train[@]}" --epochs 3 --seed 5 --out "$work/torn" --resume --lr 0.001 > /dev/null 2> "$work/conflict.err"; c=$?
+set -e
+[ "$c" = 2 ] || fail "a contradicting --lr on resume exited $c, expected 2"
+grep -q -- "--lr 0.001 contradicts.*lr 0.1" "$work/conflict.err" || { cat "$work/conflict.err"; fail "conflict message"; }
 
 echo "--- --steps stops early"
 "${train[@]}" --epochs 5 --steps 3 --out "$work/steps" --save "$work/steps/final.safetensors" > "$work/steps.log"
@@ -53,7 +71,19 @@ echo "--- errors are messages, not crashes"
 set +e
 "$build/train_cifar" --data "$work/nowhere" > /dev/null 2> "$work/err1"; c1=$?
 "$build/evaluate" --checkpoint "$work/nowhere.safetensors" > /dev/null 2> "$work/err2"; c2=$?
+"$build/evaluate" --checkpoint "$work/a" > /dev/null 2> "$work/err3"; c3=$?
+"${train[@]}" --save "$work/a/metrics.csv/final.safetensors" --out "$work/w1" > /dev/null 2> "$work/err4"; c4=$?
+mkdir -p "$work/w2/metrics.csv"
+"${train[@]}" --epochs 1 --out "$work/w2" > /dev/null 2> "$work/err5"; c5=$?
+"${train[@]}" --epochs 1 --out "$work/w3" > /dev/full 2> "$work/err6"; c6=$?
+mkdir -p "$work/w4/checkpoint.safetensors"
+"${train[@]}" --epochs 1 --out "$work/w4" --resume > /dev/null 2> "$work/err7"; c7=$?
 set -e
 [ "$c1" = 2 ] && grep -q "nowhere" "$work/err1" || fail "missing --data"
 [ "$c2" = 1 ] && grep -q "nowhere.safetensors" "$work/err2" || fail "missing checkpoint"
+[ "$c3" = 1 ] && grep -q "is a directory" "$work/err3" || { cat "$work/err3"; fail "a folder as the checkpoint"; }
+[ "$c4" = 2 ] && grep -q -- "--save" "$work/err4" || { cat "$work/err4"; fail "--save in a folder that is a file"; }
+[ "$c5" = 1 ] && grep -q "metrics.csv" "$work/err5" || { cat "$work/err5"; fail "metrics.csv that cannot be written"; }
+[ "$c6" = 1 ] && grep -q "cannot write the output" "$work/err6" || { cat "$work/err6"; fail "stdout on a full disk"; }
+[ "$c7" = 2 ] && grep -q "checkpoint.safetensors: is a folder" "$work/err7" || { cat "$work/err7"; fail "a folder as OUT/checkpoint"; }
 echo "apps: all checks passed"

@@ -284,6 +284,7 @@ TEST_CASE("the epoch loop stops on a non-finite weight after a step, and on a no
         CHECK(r.diverged->epoch == 1);
         CHECK(r.diverged->step == 3);
         CHECK_FALSE(std::isfinite(r.diverged->result.loss));
+        CHECK(r.diverged->in_test);
         CHECK(r.state.epochs_done == 0);  // the epoch is not done: no checkpoint callback saw it
         CHECK(epochs_ended == 0);
         CHECK_MESSAGE(r.diverged->reason.find("test loss") != std::string::npos, r.diverged->reason);

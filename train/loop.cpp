@@ -36,7 +36,7 @@ LoopResult train_epochs(Module& model, Optimizer& opt, LRScheduler* sched, DataL
                                             [&] { each([](Callback& c) { c.after_backward(); }); });
             if (!r.finite()) {
                 each([&](Callback& c) { c.on_epoch_trained(begin); });
-                Divergence d{epoch + 1, batch_index + 1, step + 1, r,
+                Divergence d{epoch + 1, batch_index + 1, step + 1, r, false,
                              r.non_finite_after_step.empty()
                                  ? diagnose_non_finite(model, b.images, std::isfinite(r.loss))
                                  : "after the step, " + r.non_finite_after_step + " is not finite"};
@@ -73,7 +73,7 @@ LoopResult train_epochs(Module& model, Optimizer& opt, LRScheduler* sched, DataL
                 Batch tb;
                 first.next(tb);
                 model.eval();
-                Divergence d{epoch + 1, batch_index, step, {}, ""};
+                Divergence d{epoch + 1, batch_index, step, {}, true, ""};
                 d.result.loss = static_cast<float>(ev.loss);
                 d.reason = "the test loss after the epoch is " + std::to_string(ev.loss) + " (eval mode): " +
                            diagnose_non_finite(model, tb.images, false);

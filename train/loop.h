@@ -73,11 +73,12 @@ struct EpochStats {
     bool partial = false;          // cut short by max_steps
 };
 
-// A non-finite step, or a non-finite test loss after an epoch (then batch and
-// step are the epoch's last, and result.loss is the test loss).
+// A non-finite step, or a non-finite test loss after an epoch (in_test: then
+// batch and step are the epoch's last, and result.loss is the test loss).
 struct Divergence {
     int64_t epoch = 0, batch = 0, step = 0;  // 1-based, as StepInfo
     StepResult result;
+    bool in_test = false;
     std::string reason;  // diagnose_non_finite
 };
 
