@@ -279,7 +279,36 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
     return attach(values, node, {x});
 }
 
-Tensor max(const Tensor& x) { return max(x.reshape({-1}), 0, false); }
+// max of all elements: y = max_j x_j  =>  dx_j = dy / n for each of the n
+// elements equal to y (the NaNs, if y is NaN), else 0. PyTorch spreads the
+// gradient over ties this way for the full max (but not for max along a dim).
+struct MaxAllBackward : Node {
+    Tensor x;
+    float value = 0.f;
+    std::vector<Tensor> backward(const Tensor& dy) override {
+        const float* px = x.data();
+        const int64_t n = x.numel();
+        const bool nan = std::isnan(value);
+        auto hit = [&](float v) { return nan ? std::isnan(v) : v == value; };
+        int64_t count = 0;
+        for (int64_t i = 0; i < n; ++i) count += hit(px[i]);
+        const float share = dy.item() / static_cast<float>(count);
+        Tensor dx = Tensor::empty(x.shape());
+        for (int64_t i = 0; i < n; ++i) dx.data()[i] = hit(px[i]) ? share : 0.f;
+        return {dx};
+    }
+    void release_saved() override { x = Tensor(); }
+    const char* name() const override { return "MaxAllBackward"; }
+};
+
+Tensor max(const Tensor& x) {
+    Tensor values, offsets, argidx;
+    max_kernel(x.reshape({-1}), 0, false, &values, &offsets, &argidx);
+    auto node = std::make_shared<MaxAllBackward>();
+    if (any_requires_grad({x})) node->x = x.detach();
+    node->value = values.item();
+    return attach(values, node, {x});
+}
 
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
     Tensor values, offsets, argidx;
