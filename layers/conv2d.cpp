@@ -72,6 +72,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/autograd.h"
 #include "kernels/conv3x3.h"
@@ -225,11 +226,25 @@ namespace {
 // Otherwise each thread sums its images' dW and db into its own partials
 // (by GEMMs or by the direct weight-gradient kernel), the partials are added
 // up, and dx comes by GEMMs (with dW, chunk by chunk) or by the direct kernel.
+bool all_finite(const Tensor& t) {
+    const float* v = t.data();
+    const int64_t n = t.numel();
+    int64_t bad = 0;
+#pragma omp simd reduction(+ : bad)
+    for (int64_t i = 0; i < n; ++i) bad += std::isfinite(v[i]) ? 0 : 1;
+    return bad == 0;
+}
+
 struct Conv2dBackward : Node {
     Tensor x, weight;
     ConvGeometry g{};
     std::vector<Tensor> backward(const Tensor& dy) override {
-        const Plan p = plan(g, needs_grad(0), needs_grad(1), needs_grad(2));
+        Plan p = plan(g, needs_grad(0), needs_grad(1), needs_grad(2));
+        // The direct kernel convolves G, padded with zeros, with the flipped
+        // weights: a NaN or infinite weight times a zero of that padding would
+        // make dx's border NaN, where im2col + GEMM (and PyTorch) never multiply
+        // (col2im drops what falls in the padding). Such weights take the GEMM.
+        if (p.input_grad == Path::direct && !all_finite(weight)) p.input_grad = Path::gemm;
         Tensor dx, dw, db;
         if (p.input_grad != Path::none) dx = Tensor::empty(x.shape());
         if (p.weight_grad != Path::none) dw = Tensor::empty(weight.shape());
