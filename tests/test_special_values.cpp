@@ -16,6 +16,7 @@
 #include "layers/conv2d_bf16.h"
 #include "layers/dropout.h"
 #include "layers/eval_pooling.h"
+#include "layers/gated_batchnorm.h"
 #include "layers/groupnorm.h"
 #include "layers/layernorm.h"
 #include "layers/linear.h"
@@ -254,6 +255,9 @@ TEST_CASE("special values: normalisation with inf and affine parameters, BatchNo
     check_case("batch_renorm_module", 1, [&](auto& v) { return renorm(v[0]); });
     check_same(renorm.running_mean, fixture().get("batch_renorm_module.running_mean"), "renorm running_mean");
     check_same(renorm.running_var, fixture().get("batch_renorm_module.running_var"), "renorm running_var");
+    // copies: the function updates them in place (with momentum 0, to what they were, or NaN)
+    Tensor grm = fixture().get("gated_bn.running_mean").clone(), grv = fixture().get("gated_bn.running_var").clone();
+    check_case("gated_bn", 4, [&](auto& v) { return gated_batch_norm(v[0], grm, grv, v[1], v[2], v[3], 0.f); });
 }
 
 TEST_CASE("special values: dropout multiplies by its mask, so a dropped NaN or inf is NaN") {
