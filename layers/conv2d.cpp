@@ -23,6 +23,13 @@
 // A 1x1 kernel with stride 1 and no padding needs no im2col: col_n is x[n]
 // itself, read as [C, H*W].
 //
+// The padding's zeros multiply the weights on every path, so a NaN or
+// infinite weight makes its whole output channel NaN, border included, as
+// PyTorch's im2col path (the CPU's choice at batch 1) does; its oneDNN path
+// (from batch 2) skips the padding and leaves the border finite. The input
+// gradient never multiplies the padding (col2im drops it): NaN only where the
+// weight reaches a real pixel, as in PyTorch on both paths.
+//
 // ---------------------------------------------------------------- threads
 // The batch is split over the OpenMP threads, image by image (or in the
 // chunks below), and each thread calls single-threaded GEMMs (OpenBLAS runs
@@ -60,7 +67,8 @@
 // straight from the images (conv2d_direct3x3.cpp), when the instruction-set
 // level in use (kernels/cpu.h) is avx512 or above and the sizes suit them
 // (see plan()). Otherwise, and on any CPU without AVX-512, they take im2col +
-// GEMM like every other convolution.
+// GEMM like every other convolution. The input gradient also takes the GEMM
+// when a weight is NaN or infinite (see Conv2dBackward).
 //
 // ---------------------------------------------------------------- scratch
 // Scratch memory (the col buffers, the per-thread partial dW and db, the
