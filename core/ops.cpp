@@ -279,7 +279,36 @@ Tensor max(const Tensor& x, int64_t dim, bool keepdim) {
     return attach(values, node, {x});
 }
 
-Tensor max(const Tensor& x) { return max(x.reshape({-1}), 0, false); }
+// max of all elements: y = max_j x_j  =>  dx_j = dy / n for each of the n
+// elements equal to y (the NaNs, if y is NaN), else 0. PyTorch spreads the
+// gradient over ties this way for the full max (but not for max along a dim).
+struct MaxAllBackward : Node {
+    Tensor x;
+    float value = 0.f;
+    std::vector<Tensor> backward(const Tensor& dy) override {
+        const float* px = x.data();
+        const int64_t n = x.numel();
+        const bool nan = std::isnan(value);
+        auto hit = [&](float v) { return nan ? std::isnan(v) : v == value; };
+        int64_t count = 0;
+        for (int64_t i = 0; i < n; ++i) count += hit(px[i]);
+        const float share = dy.item() / static_cast<float>(count);
+        Tensor dx = Tensor::empty(x.shape());
+        for (int64_t i = 0; i < n; ++i) dx.data()[i] = hit(px[i]) ? share : 0.f;
+        return {dx};
+    }
+    void release_saved() override { x = Tensor(); }
+    const char* name() const override { return "MaxAllBackward"; }
+};
+
+Tensor max(const Tensor& x) {
+    Tensor values, offsets, argidx;
+    max_kernel(x.reshape({-1}), 0, false, &values, &offsets, &argidx);
+    auto node = std::make_shared<MaxAllBackward>();
+    if (any_requires_grad({x})) node->x = x.detach();
+    node->value = values.item();
+    return attach(values, node, {x});
+}
 
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim) {
     Tensor values, offsets, argidx;
@@ -487,9 +516,22 @@ Tensor mul(const Tensor& x, float s) {  // y = s x, dx = s dy
     return unary(x, "MulScalarBackward", [s](float v) { return v * s; }, Save::Nothing,
                  [](float dy, float, float s_) { return dy * s_; }, s);
 }
-Tensor pow(const Tensor& x, float p) {  // y = x^p, dx = p x^(p-1) dy
-    return unary(x, "PowBackward", [p](float v) { return std::pow(v, p); }, Save::Input,
-                 [](float dy, float v, float p_) { return dy * p_ * std::pow(v, p_ - 1.f); }, p);
+// x^p as PyTorch computes it: the exponents 1/2 and -1/2 by sqrt and 1 /
+// sqrt, which differ from std::pow at -inf (std::pow(-inf, 1/2) = +inf,
+// sqrt(-inf) = NaN; std::pow(-inf, -1/2) = 0, 1 / sqrt(-inf) = NaN); 2 as
+// x * x. (torch.pow's exponents 3, -1 and -2, as x*x*x, 1/x and 1/(x*x), give
+// what std::pow gives at 0, +-inf and NaN.)
+static inline float pow_scalar(float v, float p) {
+    if (p == 0.5f) return std::sqrt(v);
+    if (p == -0.5f) return 1.f / std::sqrt(v);
+    if (p == 2.f) return v * v;
+    return std::pow(v, p);
+}
+// y = x^p, dx = (p x^(p-1)) dy, and dx = 0 for p = 0 (where x^(p-1) would
+// make it NaN at x = 0), as PyTorch's pow_backward.
+Tensor pow(const Tensor& x, float p) {
+    return unary(x, "PowBackward", [p](float v) { return pow_scalar(v, p); }, Save::Input,
+                 [](float dy, float v, float p_) { return p_ == 0.f ? 0.f : dy * (p_ * pow_scalar(v, p_ - 1.f)); }, p);
 }
 Tensor exp(const Tensor& x) {  // y = e^x, dx = y dy
     return unary(x, "ExpBackward", [](float v) { return std::exp(v); }, Save::Output,

@@ -39,10 +39,14 @@ Tensor mean(const Tensor& x, const std::vector<int64_t>& dims = {}, bool keepdim
 // Variance; unbiased divides by n - 1 (torch.var's default), else by n.
 Tensor var(const Tensor& x, const std::vector<int64_t>& dims = {}, bool unbiased = true,
            bool keepdim = false);
-// Maximum along one dim; the gradient goes to the first maximum.
+// Maximum along one dim; a NaN is the maximum (the first NaN, if several), and
+// the gradient goes to the first maximum (torch.max(x, dim)).
 Tensor max(const Tensor& x, int64_t dim, bool keepdim = false);
-Tensor max(const Tensor& x);  // of all elements
-// Index of the first maximum along `dim`, as floats (not differentiable).
+// Of all elements; the gradient is shared evenly by the elements equal to the
+// maximum (the NaNs, if it is NaN), as torch.max(x) shares it.
+Tensor max(const Tensor& x);
+// Index of the first maximum along `dim` (of the first NaN, if any), as floats
+// (not differentiable).
 Tensor argmax(const Tensor& x, int64_t dim, bool keepdim = false);
 Tensor log_softmax(const Tensor& x, int64_t dim);
 

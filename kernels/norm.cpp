@@ -122,12 +122,21 @@ void backward(const float* dy, const float* x, const ChannelView& v, const float
         float a, b, k;
         coef(c, s_dy, s_dy_xmu, a, b, k);
         if (!dx) continue;
-        // Pass 2: dx (dy and x from cache).
+        // Pass 2: dx (dy and x from cache). With b = k = 0 (eval mode, frozen
+        // statistics) dx = a * dy, without x: (x - mu) * 0 is NaN where x is
+        // +-inf, and PyTorch's eval backward, gamma * invstd * dy, is finite there.
+        // (For finite x both forms give the same bits.)
+        const bool const_stats = b == 0.f && k == 0.f;
         for (int64_t n = 0; n < v.N; ++n) {
             const int64_t off = (n * v.C + c) * v.S;
             const float* dyp = dy + off;
             const float* xp = x + off;
             float* dxp = dx + off;
+            if (const_stats) {
+#pragma omp simd
+                for (int64_t i = 0; i < v.S; ++i) dxp[i] = a * dyp[i];
+                continue;
+            }
 #pragma omp simd
             for (int64_t i = 0; i < v.S; ++i) dxp[i] = a * (dyp[i] - b - (xp[i] - mu) * k);
         }

@@ -23,6 +23,13 @@
 // A 1x1 kernel with stride 1 and no padding needs no im2col: col_n is x[n]
 // itself, read as [C, H*W].
 //
+// The padding's zeros multiply the weights on every path, so a NaN or
+// infinite weight makes its whole output channel NaN, border included, as
+// PyTorch's im2col path (the CPU's choice at batch 1) does; its oneDNN path
+// (from batch 2) skips the padding and leaves the border finite. The input
+// gradient never multiplies the padding (col2im drops it): NaN only where the
+// weight reaches a real pixel, as in PyTorch on both paths.
+//
 // ---------------------------------------------------------------- threads
 // The batch is split over the OpenMP threads, image by image (or in the
 // chunks below), and each thread calls single-threaded GEMMs (OpenBLAS runs
@@ -60,7 +67,8 @@
 // straight from the images (conv2d_direct3x3.cpp), when the instruction-set
 // level in use (kernels/cpu.h) is avx512 or above and the sizes suit them
 // (see plan()). Otherwise, and on any CPU without AVX-512, they take im2col +
-// GEMM like every other convolution.
+// GEMM like every other convolution. The input gradient also takes the GEMM
+// when a weight is NaN or infinite (see Conv2dBackward).
 //
 // ---------------------------------------------------------------- scratch
 // Scratch memory (the col buffers, the per-thread partial dW and db, the
@@ -72,6 +80,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/autograd.h"
 #include "kernels/conv3x3.h"
@@ -225,11 +234,25 @@ namespace {
 // Otherwise each thread sums its images' dW and db into its own partials
 // (by GEMMs or by the direct weight-gradient kernel), the partials are added
 // up, and dx comes by GEMMs (with dW, chunk by chunk) or by the direct kernel.
+bool all_finite(const Tensor& t) {
+    const float* v = t.data();
+    const int64_t n = t.numel();
+    int64_t bad = 0;
+#pragma omp simd reduction(+ : bad)
+    for (int64_t i = 0; i < n; ++i) bad += std::isfinite(v[i]) ? 0 : 1;
+    return bad == 0;
+}
+
 struct Conv2dBackward : Node {
     Tensor x, weight;
     ConvGeometry g{};
     std::vector<Tensor> backward(const Tensor& dy) override {
-        const Plan p = plan(g, needs_grad(0), needs_grad(1), needs_grad(2));
+        Plan p = plan(g, needs_grad(0), needs_grad(1), needs_grad(2));
+        // The direct kernel convolves G, padded with zeros, with the flipped
+        // weights: a NaN or infinite weight times a zero of that padding would
+        // make dx's border NaN, where im2col + GEMM (and PyTorch) never multiply
+        // (col2im drops what falls in the padding). Such weights take the GEMM.
+        if (p.input_grad == Path::direct && !all_finite(weight)) p.input_grad = Path::gemm;
         Tensor dx, dw, db;
         if (p.input_grad != Path::none) dx = Tensor::empty(x.shape());
         if (p.weight_grad != Path::none) dw = Tensor::empty(weight.shape());

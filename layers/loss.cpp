@@ -77,7 +77,10 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, float eps, Redu
             probs.data()[i * C + c] = static_cast<float>(std::exp(logp));
             sum_logp += logp;
         }
-        row_loss[i] = -(1.0 - eps) * (zi[lab[i]] - lse) - eps / static_cast<double>(C) * sum_logp;
+        row_loss[i] = -(1.0 - eps) * (zi[lab[i]] - lse);
+        // Only with smoothing: a -inf logit makes sum_logp -inf, and 0 * -inf would
+        // turn the finite loss PyTorch gives without smoothing into NaN.
+        if (eps > 0.f) row_loss[i] -= eps / static_cast<double>(C) * sum_logp;
     }
 
     Tensor loss;

@@ -169,6 +169,23 @@ TEST_CASE("evaluate: loss, accuracy and a confusion matrix over the whole set") 
     CHECK(r.logits.size(0) == 21);
 }
 
+TEST_CASE("evaluate: a NaN logit is the prediction (torch.argmax's choice) and the loss is NaN") {
+    auto model = tiny_model(3);
+    auto set = tiny_set(21, 4);
+    LoaderOptions lo = loader_options();
+    lo.batch_size = 5;
+    for (auto& [name, p] : model->named_parameters())
+        if (name == "3.bias") const_cast<Tensor&>(p).data()[1] = std::nanf("");  // logit 1 of every image
+    const EvalResult r = evaluate(*model, set, lo, true);
+    int64_t label1 = 0;
+    for (int64_t i = 0; i < r.n; ++i) label1 += r.labels.data()[i] == 1.f;
+    CHECK(std::isnan(r.loss));
+    CHECK(r.accuracy == doctest::Approx(100.0 * label1 / 21));
+    for (size_t t = 0; t < r.confusion.size(); ++t)
+        for (size_t q = 0; q < r.confusion.size(); ++q)
+            if (q != 1) CHECK(r.confusion[t][q] == 0);
+}
+
 TEST_CASE("the epoch loop: a checkpoint round trip and a resume give the weights of an uninterrupted run") {
     TempDir dir;
     auto train_set = tiny_set(40, 5), test_set = tiny_set(12, 6);

@@ -30,6 +30,8 @@ EvalResult evaluate(Module& model, std::shared_ptr<const ImageSet> set, LoaderOp
     while (loader.next(b)) {
         Tensor logits = model(b.images);
         loss_sum += cross_entropy(logits, b.labels, 0.f, Reduction::Sum).item();
+        // A row with a NaN logit predicts the class of its first NaN (argmax, as
+        // torch.argmax), and its NaN loss makes the mean loss NaN.
         Tensor pred = argmax(logits, 1);
         const int64_t bs = logits.size(0);
         for (int64_t i = 0; i < bs; ++i) {
