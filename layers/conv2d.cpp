@@ -218,6 +218,16 @@ using namespace conv2d_detail;
 
 namespace {
 
+// Whether no element is NaN or infinite (one pass, vectorised).
+bool all_finite(const Tensor& t) {
+    const float* v = t.data();
+    const int64_t n = t.numel();
+    int64_t bad = 0;
+#pragma omp simd reduction(+ : bad)
+    for (int64_t i = 0; i < n; ++i) bad += std::isfinite(v[i]) ? 0 : 1;
+    return bad == 0;
+}
+
 // ---------------------------------------------------------------- backward
 // Per image n (dropping n):  Y = W col + b 1^T, i.e.
 //   Y[o, q] = sum_k W[o, k] col[k, q] + b[o].
@@ -234,15 +244,6 @@ namespace {
 // Otherwise each thread sums its images' dW and db into its own partials
 // (by GEMMs or by the direct weight-gradient kernel), the partials are added
 // up, and dx comes by GEMMs (with dW, chunk by chunk) or by the direct kernel.
-bool all_finite(const Tensor& t) {
-    const float* v = t.data();
-    const int64_t n = t.numel();
-    int64_t bad = 0;
-#pragma omp simd reduction(+ : bad)
-    for (int64_t i = 0; i < n; ++i) bad += std::isfinite(v[i]) ? 0 : 1;
-    return bad == 0;
-}
-
 struct Conv2dBackward : Node {
     Tensor x, weight;
     ConvGeometry g{};
