@@ -26,6 +26,10 @@ std::string errno_text() { return std::strerror(errno); }
 std::vector<uint8_t> read_file_bytes(const std::string& path) {
     std::error_code ec;
     if (fs::is_directory(path, ec)) throw Error(path + ": is a directory, expected a file");
+    // A pipe is read to its end; a device such as /dev/zero or a terminal
+    // would never end (or wait for typing).
+    const fs::file_status st = fs::status(path, ec);
+    if (!ec && !fs::is_regular_file(st) && !fs::is_fifo(st)) throw Error(path + ": is not a regular file or a pipe");
     File f(std::fopen(path.c_str(), "rb"));
     if (!f) throw Error(path + ": cannot open (" + errno_text() + ")");
     std::vector<uint8_t> bytes;

@@ -6,6 +6,7 @@
 #include <array>
 
 #include "data/cifar10.h"
+#include "data/io.h"
 #include "test_data_helpers.h"
 
 using namespace minnow;
@@ -330,4 +331,10 @@ TEST_CASE("data: load_cifar10 caches a decoded image folder") {
     // The test split has its own cache file.
     CHECK(same_set(load_cifar10(tmp / "root", false, cache), first));
     CHECK(std::distance(fs::directory_iterator(cache), fs::directory_iterator()) == 3);
+}
+
+TEST_CASE("read_file_bytes: a folder or a device where a file is expected is an error naming it") {
+    TempDir tmp;
+    check_error([&] { read_file_bytes(tmp.path.string()); }, {tmp.path.string(), "is a directory"});
+    check_error([&] { read_file_bytes("/dev/zero"); }, {"/dev/zero", "not a regular file or a pipe"});
 }
