@@ -50,14 +50,19 @@ inline double step_bytes(Module& model, bool train, int64_t batch, int64_t image
     Module::set_forward_timer([&](Module& m, const Tensor& y, double) {
         if (m.named_children().empty()) per_image += 4.0 * static_cast<double>(y.numel());
     });
+    // In eval mode: a training-mode pass would move BatchNorm's running statistics.
+    const bool was_training = model.is_training();
+    model.eval();
     try {
         NoGradGuard ng;
         model(Tensor::zeros({1, 3, image_size, image_size}));
     } catch (...) {
         Module::set_forward_timer(nullptr);
+        model.train(was_training);
         throw;
     }
     Module::set_forward_timer(nullptr);
+    model.train(was_training);
     double params = 0;
     for (const Tensor& p : model.parameters()) params += 4.0 * static_cast<double>(p.numel());
     return (train ? 1.25 : 0.5) * per_image * static_cast<double>(batch) + (train ? 3 : 1) * params;
@@ -131,19 +136,46 @@ inline std::shared_ptr<ImageSet> load_split(const std::string& root, bool train,
     return std::make_shared<ImageSet>(std::move(set));
 }
 
-inline LoaderOptions test_loader_options(int64_t batch_size) {
+// The test set in order, normalised with `mean` and `std` (those the model
+// was trained with).
+inline LoaderOptions test_loader_options(int64_t batch_size, const std::vector<float>& mean = kCifarMean,
+                                         const std::vector<float>& std = kCifarStd) {
     LoaderOptions o;
     o.batch_size = batch_size;
     o.shuffle = false;
-    o.mean = kCifarMean;
-    o.std = kCifarStd;
+    o.mean = mean;
+    o.std = std;
     return o;
 }
 
 // The test set in order, normalised as the training batches (train/evaluate.h).
 inline EvalResult evaluate(Module& model, std::shared_ptr<const ImageSet> set, int64_t batch_size,
-                           bool keep_logits = false) {
-    return minnow::evaluate(model, std::move(set), test_loader_options(batch_size), keep_logits);
+                           bool keep_logits = false, const std::vector<float>& mean = kCifarMean,
+                           const std::vector<float>& std = kCifarStd) {
+    return minnow::evaluate(model, std::move(set), test_loader_options(batch_size, mean, std), keep_logits);
+}
+
+// The per-channel normalisation a file's metadata records under `key`
+// ("mean" or "std": three numbers, comma-separated, as train_cifar writes
+// them), or `fallback` if it records none.
+inline std::vector<float> normalisation_in(const SafetensorsFile& f, const std::string& key, const std::string& path,
+                                           const std::vector<float>& fallback) {
+    auto it = f.metadata.find(key);
+    if (it == f.metadata.end()) return fallback;
+    std::vector<float> v;
+    const char* p = it->second.c_str();
+    while (*p) {
+        char* end = nullptr;
+        const float x = std::strtof(p, &end);
+        if (end == p || !std::isfinite(x) || (key == "std" && x <= 0)) break;
+        v.push_back(x);
+        p = *end == ',' ? end + 1 : end;
+        if (*end != ',' && *end != '\0') break;
+    }
+    if (v.size() != 3 || *p)
+        throw Error(path + ": metadata '" + key + "' is '" + it->second + "', not three finite numbers" +
+                    (key == "std" ? " > 0" : "") + " separated by commas");
+    return v;
 }
 
 }  // namespace minnow::app

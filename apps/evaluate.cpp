@@ -43,10 +43,14 @@ int run(const Options& o) {
 
     const std::string root = find_cifar10(o.data);
     auto test_set = load_split(root, false, o.test_limit, o.cache_dir);
-    EvalResult r = evaluate(*model, test_set, o.batch_size, !o.dump_logits.empty());
+    // Normalised as in training: the file says how, or it is CIFAR's usual.
+    const std::vector<float> mean = normalisation_in(f, "mean", o.checkpoint, kCifarMean),
+                             std = normalisation_in(f, "std", o.checkpoint, kCifarStd);
+    EvalResult r = evaluate(*model, test_set, o.batch_size, !o.dump_logits.empty(), mean, std);
 
     std::printf("%s (%s, norm %s) on %lld test images of %s\n", o.checkpoint.c_str(), model_name.c_str(),
                 norm.c_str(), static_cast<long long>(r.n), root.c_str());
+    std::printf("normalised with mean %g,%g,%g and std %g,%g,%g\n", mean[0], mean[1], mean[2], std[0], std[1], std[2]);
     std::printf("test accuracy %.2f%%, mean cross-entropy %.4f\n\n", r.accuracy, r.loss);
     std::printf("confusion matrix (rows: true class, columns: predicted)\n%12s", "");
     const auto& names = test_set->class_names;

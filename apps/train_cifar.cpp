@@ -220,7 +220,7 @@ int run(Options o) {
     loop.max_steps = o.steps;
     loop.label_smoothing = static_cast<float>(o.label_smoothing);
     loop.test_set = test_set;
-    loop.test_loader = test_loader_options(256);  // the CIFAR normalisation, whatever --mean and --std say
+    loop.test_loader = test_loader_options(256, o.mean, o.std);  // normalised as the training batches
     SaveCheckpoint checkpoint(ckpt_path, *model, opt, &sched, recipe_metadata(o), &metrics);
     Figures figures(out, metrics.csv_path(), fs::path(out).filename().string());
     const LoopResult r = train_epochs(*model, opt, &sched, loader, loop, state,
@@ -246,7 +246,11 @@ int run(Options o) {
         const std::vector<TensorEntry> state_dict = model->state_dict();
         if (const std::string bad = first_non_finite(state_dict); !bad.empty())
             throw Error("--save " + o.save + ": not saved, the model is not finite: " + bad);
-        model->save(o.save, {{"model", o.model}, {"norm", o.norm}, {"step", std::to_string(r.state.step)}});
+        model->save(o.save, {{"model", o.model},
+                             {"norm", o.norm},
+                             {"mean", to_text(o.mean)},
+                             {"std", to_text(o.std)},
+                             {"step", std::to_string(r.state.step)}});
         std::printf("saved %s\n", o.save.c_str());
     }
     return kExitOk;

@@ -56,6 +56,14 @@ grep -q "test accuracy" "$work/eval_ckpt.log" || fail "evaluate of a training ch
 "$build/evaluate" --checkpoint "$work/a/final.safetensors" --data "$work/cifar" --dump-logits "$work/logits.safetensors" > "$work/eval.log"
 grep -q "test accuracy" "$work/eval.log" || fail "evaluate output"
 [ -s "$work/logits.safetensors" ] || fail "no logits file"
+# evaluate reports the test loss of the run's last epoch, with the run's own normalisation.
+"${train[@]}" --epochs 1 --mean 0.5,0.5,0.5 --std 0.25,0.25,0.25 --out "$work/norm" --save "$work/norm/final.safetensors" > /dev/null
+for f in "$work/norm/checkpoint.safetensors" "$work/norm/final.safetensors"; do
+  "$build/evaluate" --checkpoint "$f" --data "$work/cifar" --test-limit 20 > "$work/eval_norm.log"
+  got=$(sed -n 's/.*mean cross-entropy \([0-9.]*\).*/\1/p' "$work/eval_norm.log")
+  want=$(awk -F, 'NR == 2 { printf "%.4f", $5 }' "$work/norm/metrics.csv")
+  [ "$got" = "$want" ] || fail "evaluate of $f: test loss $got, the run's last epoch had $want"
+done
 
 echo "--- a diverging run stops with the step and the layer, keeping its last checkpoint"
 cp "$work/a/checkpoint.safetensors" "$work/a.ckpt.copy"
