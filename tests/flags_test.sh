@@ -64,5 +64,5 @@ for prog in "${!base[@]}"; do
     done
   done
 done
-echo "flags: $runs runs, every one a clean exit; the slowest (seconds, program, flag, value, exit code):"
+echo "flags: $runs runs, every one a clean exit; the slowest (ms, program, flag, value, exit code):"
 sort -rn "$work/times" | head -5
