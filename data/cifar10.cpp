@@ -200,7 +200,9 @@ ImageSet load_folder_cached(const ImageFolderListing& listing, const std::string
 ImageSet load_cifar10(const std::string& root, bool train, const std::string& cache_dir) {
     const fs::path r(root);
     std::error_code ec;
-    if (!fs::is_directory(r, ec)) throw Error(root + ": no such directory (expected a CIFAR-10 folder)");
+    if (!fs::is_directory(r, ec))
+        throw Error(root + (fs::exists(r, ec) ? ": is a file" : ": no such directory") +
+                    " (expected a CIFAR-10 folder: cifar-10-batches-bin, or one with train/ and test/)");
     if (fs::exists(r / "data_batch_1.bin", ec) || fs::exists(r / "test_batch.bin", ec))
         return load_cifar10_binary(root, train);
     if (fs::is_directory(r / "cifar-10-batches-bin", ec))
