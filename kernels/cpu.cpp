@@ -114,7 +114,8 @@ std::string kernels_info() {
     const Isa isa = active_isa();
     const char* how[] = {"detected", "MINNOW_ISA", "set_isa"};
     return std::string("isa ") + isa_name(isa) + " (" + how[state().source.load()] + "): conv3x3 " +
-           (isa_active(Isa::avx512) ? "direct avx512" : "im2col + gemm") + ", bf16 gemm " +
+           (isa_active(Isa::avx512) ? "direct avx512" : isa_active(Isa::avx2) ? "direct avx2" : "im2col + gemm") +
+           ", bf16 gemm " +
            (isa_active(Isa::amx) ? "amx" : "portable");
 }
 

@@ -9,8 +9,8 @@
 //   generic      plain C++ (the compiler vectorises for the build's target);
 //                the 3x3 convolutions take im2col + GEMM, the bf16 GEMM its
 //                portable kernel
-//   avx2         AVX2 + FMA (no hand-written kernel of its own yet: as generic)
-//   avx512       AVX-512 F/BW/DQ/VL: the direct 3x3 convolution kernels
+//   avx2         AVX2 + FMA: the direct 3x3 convolution's AVX2 tiles
+//   avx512       AVX-512 F/BW/DQ/VL: its AVX-512 tiles
 //   avx512_bf16  avx512 + AVX512-BF16 (as avx512 for now)
 //   amx          avx512_bf16 + AMX tiles (amx-tile, amx-bf16) that Linux lets
 //                this process use: the bf16 GEMM's AMX kernel
