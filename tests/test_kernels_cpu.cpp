@@ -42,7 +42,15 @@ TEST_CASE("kernels: set_isa and ScopedIsa choose the kernels, and a level the CP
             CHECK(direct3x3_supported(8, 16, 16) == isa_active(Isa::avx2));
             CHECK(direct3x3_weight_grad_supported(16, 16, 16) == isa_active(Isa::avx2));
             CHECK(direct3x3_weight_grad_supported(8, 16, 16) == (isa == Isa::avx2));  // one vector of 8
-            CHECK(bf16::best_kernel() == (isa_active(Isa::amx) ? bf16::Kernel::Amx : bf16::Kernel::Portable));
+            const bf16::Kernel expected = isa == Isa::amx           ? bf16::Kernel::Amx
+                                          : isa == Isa::avx512_bf16 ? bf16::Kernel::Avx512Bf16
+                                          : isa == Isa::generic     ? bf16::Kernel::Portable
+                                                                    : bf16::Kernel::Avx2;
+            CHECK(bf16::best_kernel() == expected);
+            CHECK(bf16::kernel_available(expected));
+            // Where the bf16 GEMM widens to float32, kernels_info says it is no faster.
+            CHECK((kernels_info().find("no faster than fp32") != std::string::npos) ==
+                  !bf16::kernel_has_bf16_arithmetic(expected));
         }
         CHECK(active_isa() == before);
     }
