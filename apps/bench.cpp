@@ -22,6 +22,7 @@
 
 #include "apps/common.h"
 #include "core/random.h"
+#include "kernels/cpu.h"
 #include "layers/conv2d.h"
 #include "layers/linear.h"
 #include "layers/norm_factory.h"
@@ -104,6 +105,8 @@ nlohmann::json run_config(const Config& c) {
                      {"batch_size", c.batch_size},
                      {"image_size", c.image_size},
                      {"threads", get_num_threads()},
+                     {"isa", isa_name(active_isa())},
+                     {"kernels", kernels_info()},
                      {"img_per_s", c.batch_size / med},
                      {"ms_per_step_median", med * 1e3},
                      {"ms_per_step_p90", p90 * 1e3},

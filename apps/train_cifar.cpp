@@ -26,6 +26,7 @@
 #include "apps/common.h"
 #include "layers/norm_factory.h"
 #include "core/random.h"
+#include "kernels/cpu.h"
 #include "optim/lr_scheduler.h"
 #include "optim/sgd.h"
 
@@ -205,6 +206,7 @@ int run(Options o) {
     for (const Tensor& p : model->parameters()) params += p.numel();
     std::printf("model: %s, norm %s, %lld parameters; %s\n", o.model.c_str(), o.norm.c_str(),
                 static_cast<long long>(params), threading_info().c_str());
+    std::printf("kernels: %s\n", kernels_info().c_str());
     std::printf("recipe: %d epochs, batch %lld, SGD lr %g momentum %g weight decay %g, lr x%g at epochs",
                 o.epochs, static_cast<long long>(o.batch_size), o.lr, o.momentum, o.weight_decay, o.gamma);
     for (auto m : o.milestones) std::printf(" %lld", static_cast<long long>(m));

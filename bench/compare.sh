@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # minnow against PyTorch on the same shapes, alternating, on this machine:
 #   bash bench/compare.sh [ROUNDS]          (default 3 rounds)
+#   MINNOW_ISA=avx2 bash bench/compare.sh 1 (minnow's kernels forced to a level, kernels/cpu.h)
 # For each configuration, runs minnow's bench and PyTorch (Debian's python3-torch,
 # /usr/bin/python3, NCHW and channels_last, fp32) ROUNDS times in turn, A B C A B C ...,
 # with the same thread count, and prints the median img/s of each, the ratio
@@ -23,6 +24,7 @@ configs=(
 )
 tmp=$(mktemp -d)
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); threads $THREADS; $ROUNDS rounds"
+echo "minnow: $("$BENCH" --json --model cnn --norm none --mode eval --batch-size 1 --warmup 0 --steps 1 --threads 1 | $PY -c 'import json, sys; print(json.load(sys.stdin)["kernels"])')"
 printf "%-26s %12s %12s %12s %8s %10s %10s %10s\n" config minnow torch-nchw torch-cl ratio "p50 ms" "p90 ms" "peak MB"
 for cfg in "${configs[@]}"; do
   read -r model norm mode batch steps <<< "$cfg"

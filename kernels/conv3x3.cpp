@@ -3,9 +3,12 @@
 // ---------------------------------------------------------------- files
 // This file: the layouts' copies, the weight packing and the drivers (which
 // tile goes where), plain C++ for any CPU. conv3x3_tiles.h: the layouts and
-// the constants both files share. conv3x3_avx512.cpp: the tiles themselves
-// (AVX-512 intrinsics), entered only when active_isa() (kernels/cpu.h)
-// reaches avx512, which direct3x3_supported() checks.
+// the constants all files share. conv3x3_kernels.h: the tiles themselves,
+// written once for any vector width; conv3x3_avx512.cpp compiles them for
+// AVX-512 (16 floats a vector, 32 registers), conv3x3_avx2.cpp for AVX2 + FMA
+// (8 floats, 16 registers). The AVX-512 set runs when active_isa()
+// (kernels/cpu.h) reaches avx512, the AVX2 set at avx2; below that
+// direct3x3_supported() says no and Conv2d takes im2col + GEMM.
 //
 // ---------------------------------------------------------------- why
 // The im2col path (layers/conv2d_gemm.cpp) writes every input pixel 9 times
@@ -35,12 +38,16 @@
 //   y[o, oh, ow] = b[o] + sum_{c,i,j} w[o, c, i, j] * x[c, oh - 1 + i, ow - 1 + j]   (0 outside)
 //
 // ---------------------------------------------------------------- tiling
-// One tile of the output is 8 output channels x 48 output pixels (three
-// vectors of 16): 24 accumulator registers. For each of the K = 9C weights of
-// the tile's channels, the kernel loads 3 vectors of input and broadcasts 8
-// weights into 24 FMAs (tiles of 32 pixels, 16 FMAs for 10 loads, ran 3-10%
-// slower). The last tile of an image takes the 16 or 32 pixels left. The
-// weights are packed so those 8 sit side by side, in the order the kernel walks k:
+// One AVX-512 tile of the output is 8 output channels x 48 output pixels
+// (three vectors of 16): 24 accumulator registers. For each of the K = 9C
+// weights of the tile's channels, the kernel loads 3 vectors of input and
+// broadcasts 8 weights into 24 FMAs (tiles of 32 pixels, 16 FMAs for 10
+// loads, ran 3-10% slower). With AVX2's 16 registers a tile is 4 output
+// channels x 24 pixels (three vectors of 8): 12 accumulators, 3 loads and a
+// broadcast fill the register file, and a panel of 8 channels takes two
+// passes. The last tile of an image takes the one or two vectors left. The
+// weights are packed so the 8 of a panel sit side by side, in the order the
+// kernel walks k:
 //   packed[(ob*K + k)*8 + r] = w[8*ob + r, c, i, j],   k = (c*3 + i)*3 + j.
 //
 // ---------------------------------------------------------------- rounding
@@ -87,15 +94,19 @@
 // channels and 8 input channels, 25 loads for 24 FMAs, it ran at 105-112
 // GFLOP/s on one thread against 143-164; with O = 16 that is what is left.
 // A first version with vectors along the pixels had to add up 16 lanes per
-// channel and tap.) The accumulators run over
+// channel and tap.) With AVX2 (vectors of 8 output channels, 16 registers)
+// a block is 2 loads of Gt[p][o0..o0+15] against 2 input channels x 3 taps:
+// 12 accumulators, 12 FMAs for 8 loads (or one vector against 4 input
+// channels where O is no multiple of 16). The accumulators run over
 // a few images at a time (at least 1024 pixels) before they are added into dw.
 // It reads the padded layout (one copy with a border) whatever W is, since the
-// pixels go one by one; O must be a multiple of 16.
+// pixels go one by one; O must be a multiple of the vector width (16, 8).
 #include "kernels/conv3x3.h"
 
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
 #include "kernels/conv3x3_tiles.h"
 #include "kernels/cpu.h"
@@ -104,13 +115,21 @@ namespace minnow {
 
 using namespace conv3x3;
 
+namespace {
+
+// The tiles of the active instruction set (conv3x3_tiles.h): AVX-512 from
+// level avx512 up, else AVX2 (callers have checked that it reaches avx2).
+const Tiles& active_tiles() { return isa_active(Isa::avx512) ? avx512_tiles : avx2_tiles; }
+
+}  // namespace
+
 bool direct3x3_supported(int64_t out_channels, int64_t H, int64_t W) {
-    return isa_active(Isa::avx512) && out_channels % kRows == 0 && H >= 1 && W >= 1 && (W % 16 == 0 || 16 % W == 0) &&
+    return isa_active(Isa::avx2) && out_channels % kRows == 0 && H >= 1 && W >= 1 && (W % 16 == 0 || 16 % W == 0) &&
            (H * W) % 16 == 0;
 }
 
 bool direct3x3_weight_grad_supported(int64_t out_channels, int64_t H, int64_t W) {
-    return isa_active(Isa::avx512) && out_channels % 16 == 0 && H >= 1 && W >= 1;
+    return isa_active(Isa::avx2) && out_channels % active_tiles().lanes == 0 && H >= 1 && W >= 1;
 }
 
 int64_t direct3x3_packed_floats(int64_t out_channels, int64_t in_channels) { return out_channels * in_channels * 9; }
@@ -142,18 +161,16 @@ namespace {
 template <class Layout>
 void forward(const Layout& L, const float* x, int64_t C, const float* packed, int64_t O, const float* bias, float* y,
              float* scratch) {
+    const Tiles& t = active_tiles();
     const int64_t P = L.H * L.W, K = 9 * C;
     L.copy(x, C, scratch);
-    // Channel panel by panel (its weights, K x 8 floats, stay in L1/L2 while
-    // the kernel sweeps the image), 48 pixels at a time.
+    // Channel panel by panel: its weights, K x 8 floats, stay in L1/L2 while
+    // the tiles sweep the image.
     for (int64_t ob = 0; ob < O / kRows; ++ob) {
         const float* wp = packed + ob * K * kRows;
         const float* b = bias ? bias + ob * kRows : nullptr;
-        float* yo = y + ob * kRows * P;
-        int64_t p0 = 0;
-        for (; p0 + 48 <= P; p0 += 48) avx512::tile(3, scratch, L, C, wp, b, p0, P, yo);
-        if (P - p0 == 32) avx512::tile(2, scratch, L, C, wp, b, p0, P, yo);
-        else if (P - p0 == 16) avx512::tile(1, scratch, L, C, wp, b, p0, P, yo);
+        if constexpr (std::is_same_v<Layout, Padded>) t.panel_padded(scratch, L, C, wp, b, y + ob * kRows * P);
+        else t.panel_shifted(scratch, L, C, wp, b, y + ob * kRows * P);
     }
 }
 
@@ -169,17 +186,7 @@ void weight_grad(const Padded& L, const float* x, const float* dy, int64_t image
             for (int64_t o = 0; o < O; ++o)
                 for (int64_t p = p0; p < std::min(P, p0 + 16); ++p) t[p * O + o] = g[o * P + p];
     }
-    // 24 accumulators: 32 output channels x 4 input channels x 3 taps where O
-    // allows (each broadcast then feeds 2 FMAs), else 16 x 8 x 3; the last
-    // block of input channels takes what is left.
-    const bool two = O % 32 == 0;
-    const int64_t ob = two ? 32 : 16, cb = two ? 4 : 8;
-    for (int64_t o0 = 0; o0 < O; o0 += ob)
-        for (int64_t c0 = 0; c0 < C; c0 += cb)
-            for (int64_t i = 0; i < 3; ++i) {
-                const int64_t n = std::min(cb, C - c0);
-                avx512::weight_grad_block(two, n, L, scratch, gt, images, C, O, o0, c0, i, dw);
-            }
+    active_tiles().weight_grad(L, scratch, gt, images, C, O, dw);
 }
 
 }  // namespace
@@ -187,7 +194,7 @@ void weight_grad(const Padded& L, const float* x, const float* dy, int64_t image
 void conv3x3_direct(const float* x, int64_t C, int64_t H, int64_t W, const float* packed, int64_t O,
                     const float* bias, float* y, float* scratch) {
     if (!direct3x3_supported(O, H, W))
-        throw std::logic_error("conv3x3_direct: needs AVX-512 (active_isa() avx512 or above) and a supported size");
+        throw std::logic_error("conv3x3_direct: needs AVX2 (active_isa() avx2 or above) and a supported size");
     if (W % 16 == 0) forward(Padded(H, W), x, C, packed, O, bias, y, scratch);
     else forward(Shifted(H, W), x, C, packed, O, bias, y, scratch);
 }
@@ -195,8 +202,8 @@ void conv3x3_direct(const float* x, int64_t C, int64_t H, int64_t W, const float
 void conv3x3_direct_weight_grad(const float* x, const float* dy, int64_t images, int64_t C, int64_t H, int64_t W,
                                 int64_t O, float* dw, float* scratch) {
     if (!direct3x3_weight_grad_supported(O, H, W))
-        throw std::logic_error("conv3x3_direct_weight_grad: needs AVX-512 (active_isa() avx512 or above) and O a "
-                               "multiple of 16");
+        throw std::logic_error("conv3x3_direct_weight_grad: needs AVX2 (active_isa() avx2 or above) and O a "
+                               "multiple of the vector width (16 floats with AVX-512, 8 with AVX2)");
     weight_grad(Padded(H, W), x, dy, images, C, O, dw, scratch);
 }
 

@@ -4,9 +4,10 @@
 // weights flipped and transposed for the input gradient, and a kernel of the
 // same shape for the weight gradient, of its 3x3 layers whenever
 // direct3x3_supported() says so; everything else takes the im2col + GEMM
-// path. The kernels are AVX-512 tiles, used when the instruction-set level of
-// kernels/cpu.h is avx512 or above (chosen at run time: a portable build uses
-// them on an AVX-512 CPU too). See conv3x3.cpp for the derivation and the
+// path. The kernels are AVX-512 tiles when the instruction-set level of
+// kernels/cpu.h is avx512 or above, AVX2 + FMA tiles at avx2 (chosen at run
+// time: a portable build uses them too), the same sums in the same order, so
+// the same bits either way. See conv3x3.cpp for the derivation and the
 // register tiling.
 #pragma once
 
@@ -15,7 +16,7 @@
 namespace minnow {
 
 // Whether conv3x3_direct handles an image of `out_channels` x H x W output
-// now: active_isa() avx512 or above, out_channels a multiple of 8, W a multiple of 16 or
+// now: active_isa() avx2 or above, out_channels a multiple of 8, W a multiple of 16 or
 // one of 8, 4, 2, 1, and H*W a multiple of 16.
 bool direct3x3_supported(int64_t out_channels, int64_t H, int64_t W);
 
@@ -35,8 +36,9 @@ void pack3x3_weights(const float* w, int64_t O, int64_t C, bool transposed, floa
 void conv3x3_direct(const float* x, int64_t in_channels, int64_t H, int64_t W, const float* packed,
                     int64_t out_channels, const float* bias, float* y, float* scratch);
 
-// Whether conv3x3_direct_weight_grad handles it now: active_isa() avx512 or
-// above and out_channels a multiple of 16 (any image size).
+// Whether conv3x3_direct_weight_grad handles it now: active_isa() avx2 or
+// above and out_channels a multiple of the vector width, 16 at avx512 and
+// above, 8 at avx2 (any image size).
 bool direct3x3_weight_grad_supported(int64_t out_channels, int64_t H, int64_t W);
 
 // Images in a run of conv3x3_direct_weight_grad (at least 1024 pixels: its

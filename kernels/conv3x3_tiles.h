@@ -1,5 +1,5 @@
 // minnow/kernels/conv3x3_tiles.h (internal): the pieces of the direct 3x3 convolution
-// (kernels/conv3x3.cpp) that its AVX-512 tiles (conv3x3_avx512.cpp) share.
+// (kernels/conv3x3.cpp) that its tiles (conv3x3_kernels.h) share.
 // Internal: see kernels/conv3x3.h for the interface and conv3x3.cpp for the
 // derivation, the layouts and the register tiling.
 #pragma once
@@ -58,25 +58,24 @@ struct Shifted {  // three shifted copies, [C, 3, H+2, W], for W = 8, 4, 2, 1
     }
 };
 
-// The AVX-512 tiles (conv3x3_avx512.cpp): compiled for AVX-512 alone and
-// called only when active_isa() (kernels/cpu.h) reaches avx512.
-namespace avx512 {
-
-// One tile: 8 output channels (the packed panel wp) x nv*16 output pixels
-// (nv = 1, 2 or 3) starting at output position p0. y points at the tile's
-// first channel; P floats between channels.
-void tile(int nv, const float* input, const Padded& L, int64_t C, const float* wp, const float* bias, int64_t p0,
-          int64_t P, float* y);
-void tile(int nv, const float* input, const Shifted& L, int64_t C, const float* wp, const float* bias, int64_t p0,
-          int64_t P, float* y);
-
-// dw += one block of the weight gradient: output channels o0.. (32 of them
-// when `two`, else 16), n input channels c0..c0+n-1 (n <= 4 when `two`, else
-// <= 8), kernel row i, over the run's images (xps: their padded copies, gt:
-// their transposed output gradients Gt [p][O]).
-void weight_grad_block(bool two, int64_t n, const Padded& L, const float* xps, const float* gt, int64_t images,
-                       int64_t C, int64_t O, int64_t o0, int64_t c0, int64_t i, float* dw);
-
-}  // namespace avx512
+// The tiles of one instruction set: conv3x3_kernels.h, written once and
+// templated on the vector width, compiled for AVX-512 in conv3x3_avx512.cpp
+// and for AVX2 + FMA in conv3x3_avx2.cpp. conv3x3.cpp calls a set only when
+// active_isa() (kernels/cpu.h) reaches its level. Both sets sum every output
+// in the same order (see "rounding" in conv3x3.cpp), so they give the same bits.
+struct Tiles {
+    // One panel of 8 output channels (the packed weights wp, K x 8 floats)
+    // over the whole image: y [8][P] (+ bias[0..7] if not null).
+    void (*panel_padded)(const float* input, const Padded& L, int64_t C, const float* wp, const float* bias, float* y);
+    void (*panel_shifted)(const float* input, const Shifted& L, int64_t C, const float* wp, const float* bias,
+                          float* y);
+    // dw += the weight gradient over a run of images: xps their padded
+    // copies, gt their transposed output gradients Gt [p][O]; O a multiple of lanes.
+    void (*weight_grad)(const Padded& L, const float* xps, const float* gt, int64_t images, int64_t C, int64_t O,
+                        float* dw);
+    int64_t lanes;  // floats per vector: 16 (AVX-512) or 8 (AVX2)
+};
+extern const Tiles avx512_tiles;  // conv3x3_avx512.cpp
+extern const Tiles avx2_tiles;    // conv3x3_avx2.cpp
 
 }  // namespace minnow::conv3x3

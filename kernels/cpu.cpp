@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "kernels/gemm_bf16.h"
 
 #if defined(__x86_64__)
 #include <sys/syscall.h>
@@ -114,8 +115,10 @@ std::string kernels_info() {
     const Isa isa = active_isa();
     const char* how[] = {"detected", "MINNOW_ISA", "set_isa"};
     return std::string("isa ") + isa_name(isa) + " (" + how[state().source.load()] + "): conv3x3 " +
-           (isa_active(Isa::avx512) ? "direct avx512" : "im2col + gemm") + ", bf16 gemm " +
-           (isa_active(Isa::amx) ? "amx" : "portable");
+           (isa_active(Isa::avx512) ? "direct avx512" : isa_active(Isa::avx2) ? "direct avx2" : "im2col + gemm") +
+           ", bf16 gemm " +
+           bf16::kernel_name(bf16::best_kernel()) +
+           (bf16::kernel_has_bf16_arithmetic(bf16::best_kernel()) ? "" : " (widened to fp32: no faster than fp32)");
 }
 
 ScopedIsa::ScopedIsa(Isa isa) : saved_(active_isa()), saved_source_(state().source.load()) { set_isa(isa); }

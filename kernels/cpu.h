@@ -9,9 +9,12 @@
 //   generic      plain C++ (the compiler vectorises for the build's target);
 //                the 3x3 convolutions take im2col + GEMM, the bf16 GEMM its
 //                portable kernel
-//   avx2         AVX2 + FMA (no hand-written kernel of its own yet: as generic)
-//   avx512       AVX-512 F/BW/DQ/VL: the direct 3x3 convolution kernels
-//   avx512_bf16  avx512 + AVX512-BF16 (as avx512 for now)
+//   avx2         AVX2 + FMA: the direct 3x3 convolution's AVX2 tiles, the
+//                bf16 GEMM's AVX2 kernel (bf16 widened to fp32 in registers:
+//                no faster than fp32, kernels/gemm_bf16.h)
+//   avx512       AVX-512 F/BW/DQ/VL: the direct 3x3 convolution's AVX-512
+//                tiles (the bf16 GEMM as at avx2)
+//   avx512_bf16  avx512 + AVX512-BF16: the bf16 GEMM's VDPBF16PS kernel
 //   amx          avx512_bf16 + AMX tiles (amx-tile, amx-bf16) that Linux lets
 //                this process use: the bf16 GEMM's AMX kernel
 //
@@ -55,7 +58,8 @@ Isa parse_isa(const std::string& name);
 std::vector<Isa> supported_isas();
 
 // One line for logs: the level in use, how it was chosen, and the kernels it
-// selects, e.g. "isa avx512 (detected): conv3x3 direct avx512, bf16 gemm portable".
+// selects, e.g. "isa avx512_bf16 (detected): conv3x3 direct avx512, bf16 gemm
+// avx512_bf16"; a bf16 kernel without bf16 arithmetic is marked "no faster than fp32".
 std::string kernels_info();
 
 // Sets a level for its lifetime, then restores the one before (for tests).

@@ -1,4 +1,5 @@
-// The bfloat16 GEMM: rounding, packing, the AMX kernel and the portable one.
+// The bfloat16 GEMM: rounding, packing, and the kernels (AMX, AVX512-BF16,
+// AVX2, portable).
 // Layouts and the choice of kernel are described in gemm_bf16.h.
 #include "kernels/gemm_bf16.h"
 
@@ -51,16 +52,30 @@ bool kernel_available(Kernel k) {
         case Kernel::Auto:
         case Kernel::Portable: return true;
         case Kernel::Amx: return isa_supported(Isa::amx);  // the CPU and Linux allow AMX (kernels/cpu.h)
+        case Kernel::Avx512Bf16: return isa_supported(Isa::avx512_bf16);
+        case Kernel::Avx2: return isa_supported(Isa::avx2);
     }
     return false;
 }
 
-Kernel best_kernel() { return isa_active(Isa::amx) ? Kernel::Amx : Kernel::Portable; }
+Kernel best_kernel() {
+    if (isa_active(Isa::amx)) return Kernel::Amx;
+    if (isa_active(Isa::avx512_bf16)) return Kernel::Avx512Bf16;
+    if (isa_active(Isa::avx2)) return Kernel::Avx2;  // at level avx512 too: it has no bf16 instructions
+    return Kernel::Portable;
+}
+
+bool kernel_has_bf16_arithmetic(Kernel k) {
+    k = k == Kernel::Auto ? best_kernel() : k;
+    return k == Kernel::Amx || k == Kernel::Avx512Bf16;
+}
 
 const char* kernel_name(Kernel k) {
     switch (k) {
         case Kernel::Auto: return "auto";
         case Kernel::Amx: return "amx";
+        case Kernel::Avx512Bf16: return "avx512_bf16";
+        case Kernel::Avx2: return "avx2";
         case Kernel::Portable: return "portable";
     }
     return "?";
@@ -116,13 +131,46 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void pack_pair_avx512(con
         _mm512_storeu_si512(out + 2 * n, _mm512_permutexvar_epi16(index, both));
     }
 }
+
+// The same with AVX2, 8 columns at a time: from_float on 8 lanes with
+// integer operations (AVX2 has no conversion to bfloat16), each result in the
+// high half of its lane; then pair (even, odd) of a column = one 32-bit lane
+// (odd << 16 | even), and 8 lanes are 8 consecutive pairs.
+__attribute__((target("avx2"))) inline __m256i round_high(__m256i u) {
+    const __m256i abs = _mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff));
+    const __m256i nan = _mm256_cmpgt_epi32(abs, _mm256_set1_epi32(0x7f800000));
+    const __m256i tiny = _mm256_cmpeq_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7f800000)), _mm256_setzero_si256());
+    const __m256i odd_bit = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    const __m256i rounded = _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), odd_bit));
+    const __m256i quiet = _mm256_or_si256(u, _mm256_set1_epi32(0x00400000));     // NaN: quiet, keep sign
+    const __m256i zero = _mm256_and_si256(u, _mm256_set1_epi32(int(0x80000000)));  // zero, subnormal: signed 0
+    return _mm256_blendv_epi8(_mm256_blendv_epi8(rounded, quiet, nan), zero, tiny);
+}
+
+__attribute__((target("avx2"))) void pack_pair_avx2(const float* even, const float* odd, int64_t N, bf16_t* out) {
+    const int64_t Np = round_up(N, kColBlock);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), high = _mm256_set1_epi32(int(0xffff0000));
+    for (int64_t n = 0; n < Np; n += 8) {
+        const __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32(int(std::clamp<int64_t>(N - n, 0, 8))), lane);
+        const __m256i e = even ? _mm256_castps_si256(_mm256_maskload_ps(even + n, valid)) : _mm256_setzero_si256();
+        const __m256i o = odd ? _mm256_castps_si256(_mm256_maskload_ps(odd + n, valid)) : _mm256_setzero_si256();
+        const __m256i pairs =
+            _mm256_or_si256(_mm256_srli_epi32(round_high(e), 16), _mm256_and_si256(round_high(o), high));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 2 * n), pairs);
+    }
+}
 #endif
 
 }  // namespace
 
 void pack_b_pair(const float* even, const float* odd, int64_t N, bf16_t* out, Kernel kernel) {
 #if defined(__x86_64__)
-    if (resolve(kernel) == Kernel::Amx) return pack_pair_avx512(even, odd, N, out);
+    switch (resolve(kernel)) {
+        case Kernel::Amx:
+        case Kernel::Avx512Bf16: return pack_pair_avx512(even, odd, N, out);
+        case Kernel::Avx2: return pack_pair_avx2(even, odd, N, out);
+        default: break;
+    }
 #endif
     resolve(kernel);
     pack_pair_portable(even, odd, N, out);
@@ -282,6 +330,127 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) void gemm_amx(const PackedA
     }
     _tile_release();  // the OS need not save 8 KB of tile state at every switch
 }
+
+// ---- AVX512-BF16 (Cooper Lake, Sapphire Rapids, Zen 4 and later)
+// VDPBF16PS does, for each of 16 float lanes q, c[q] += a0 b[q][0] + a1 b[q][1]
+// with (a0, a1) one pair of A broadcast to every lane and b one pair-row of a
+// B tile (16 pairs, one register): a depth step of 32 is 16 of them. A block
+// is 8 rows of C x NT column tiles (NT = 2: 16 accumulators, 2 loads of B
+// and 8 broadcasts of A pairs a pair-row).
+template <int NT>
+__attribute__((target("avx512f,avx512bf16"))) void avx512_bf16_block(const PackedA& A, const TiledB& B,
+                                                                     const TiledC& C, int64_t m0, size_t n) {
+    constexpr int MR = 8;
+    const int64_t Kp = A.padded_depth, steps = Kp / kDepthBlock;
+    __m512 acc[MR][NT];
+    for (int r = 0; r < MR; ++r)
+        for (int t = 0; t < NT; ++t)
+            acc[r][t] = A.bias_tile.empty() ? _mm512_setzero_ps() : _mm512_loadu_ps(&A.bias_tile[(m0 + r) * kColBlock]);
+    const bf16_t* a = A.values.data() + m0 * Kp;
+    for (int64_t s = 0; s < steps; ++s) {
+        const bf16_t* b[NT];
+        for (int t = 0; t < NT; ++t) b[t] = B.column_tiles[n + t] + B.step_offsets[s];
+        for (int64_t p = 0; p < kDepthBlock / 2; ++p) {
+            __m512bh bp[NT];
+            for (int t = 0; t < NT; ++t) bp[t] = (__m512bh)_mm512_loadu_si512(b[t] + p * B.row_stride);
+            for (int r = 0; r < MR; ++r) {
+                int32_t pair;  // a[m0 + r][32s + 2p], a[..][32s + 2p + 1]
+                std::memcpy(&pair, a + r * Kp + s * kDepthBlock + 2 * p, 4);
+                const __m512bh ap = (__m512bh)_mm512_set1_epi32(pair);
+                for (int t = 0; t < NT; ++t) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], ap, bp[t]);
+            }
+        }
+    }
+    const __m512 zero = _mm512_setzero_ps();
+    for (int r = 0; r < MR && m0 + r < A.rows; ++r)
+        for (int t = 0; t < NT; ++t) {
+            const __m512 v = C.relu ? _mm512_maskz_max_ps(0xffff, zero, acc[r][t]) : acc[r][t];  // NaN: MAXPS gives v
+            const __mmask16 inside = static_cast<__mmask16>((1u << C.columns[n + t]) - 1);
+            _mm512_mask_storeu_ps(C.column_tiles[n + t] + (m0 + r) * C.ldc, inside, v);
+        }
+}
+
+// Pairs of column tiles outside (their B tiles stay in cache for every row
+// block), blocks of 8 rows inside.
+void gemm_avx512_bf16(const PackedA& A, const TiledB& B, const TiledC& C) {
+    const size_t tiles = C.column_tiles.size();
+    for (size_t n = 0; n < tiles; n += 2)
+        for (int64_t m0 = 0; m0 < A.rows; m0 += 8) {
+            if (n + 2 <= tiles) avx512_bf16_block<2>(A, B, C, m0, n);
+            else avx512_bf16_block<1>(A, B, C, m0, n);
+        }
+}
+
+// ---- AVX2 + FMA (any x86-64 CPU of the last decade)
+// AVX2 has no bfloat16 arithmetic: a bfloat16 is widened to float32 by
+// shifting its bits up 16 (exact), and the products are float32 FMAs. So
+// this kernel does the work of a float32 GEMM plus the widening, and bf16 can
+// be no faster than float32 here (it only halves the memory the weights and
+// packed inputs take). The widening is done outside the inner loop, into
+// per-thread buffers: B for up to 4 column tiles at a time (Kp x 64 floats,
+// in L2), then A 4 rows at a time (4 x Kp, in L1), which serve those 4
+// tiles; the inner loop is a plain float32 one, a block of 4 rows x 16
+// columns (8 accumulators, 2 loads of B and 4 broadcasts of A per k).
+// a: rows m0..m0+3 of A as float, Kp apart; b: column tile n as float [Kp][16].
+__attribute__((target("avx2,fma"))) void avx2_block(const float* a, int64_t Kp, const float* b, const PackedA& A,
+                                                    const TiledC& C, int64_t m0, size_t n) {
+    constexpr int MR = 4;
+    __m256 acc[MR][2];
+    for (int r = 0; r < MR; ++r)
+        for (int h = 0; h < 2; ++h)
+            acc[r][h] = A.bias_tile.empty() ? _mm256_setzero_ps() : _mm256_loadu_ps(&A.bias_tile[(m0 + r) * kColBlock]);
+    for (int64_t k = 0; k < Kp; ++k) {
+        const __m256 b0 = _mm256_loadu_ps(b + k * 16), b1 = _mm256_loadu_ps(b + k * 16 + 8);
+        for (int r = 0; r < MR; ++r) {
+            const __m256 ar = _mm256_broadcast_ss(a + r * Kp + k);
+            acc[r][0] = _mm256_fmadd_ps(ar, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(ar, b1, acc[r][1]);
+        }
+    }
+    const int cols = C.columns[n];
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i inside[2] = {_mm256_cmpgt_epi32(_mm256_set1_epi32(std::min(cols, 8)), lane),
+                               _mm256_cmpgt_epi32(_mm256_set1_epi32(std::max(cols - 8, 0)), lane)};
+    const __m256 zero = _mm256_setzero_ps();
+    for (int r = 0; r < MR && m0 + r < A.rows; ++r)
+        for (int h = 0; h < 2; ++h) {
+            const __m256 v = C.relu ? _mm256_max_ps(zero, acc[r][h]) : acc[r][h];  // NaN: MAXPS gives v
+            _mm256_maskstore_ps(C.column_tiles[n] + (m0 + r) * C.ldc + 8 * h, inside[h], v);
+        }
+}
+
+// b[k][q] = B(s, n)[p][q][e] as float, k = 32s + 2p + e: one column tile of B
+// widened into the order avx2_block reads.
+__attribute__((target("avx2"))) void widen_b_tile(const TiledB& B, size_t n, int64_t steps, float* b) {
+    const __m256i high = _mm256_set1_epi32(int(0xffff0000));
+    for (int64_t s = 0; s < steps; ++s)
+        for (int64_t p = 0; p < kDepthBlock / 2; ++p) {
+            const bf16_t* row = B.column_tiles[n] + B.step_offsets[s] + p * B.row_stride;  // 16 pairs
+            float* even = b + (s * kDepthBlock + 2 * p) * 16;
+            for (int h = 0; h < 2; ++h) {
+                const __m256i pairs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 16 * h));
+                _mm256_storeu_ps(even + 8 * h, _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16)));
+                _mm256_storeu_ps(even + 16 + 8 * h, _mm256_castsi256_ps(_mm256_and_si256(pairs, high)));
+            }
+        }
+}
+
+void gemm_avx2(const PackedA& A, const TiledB& B, const TiledC& C) {
+    constexpr size_t kTiles = 4;  // column tiles whose widened B is reused by every row block
+    const int64_t Kp = A.padded_depth, steps = Kp / kDepthBlock;
+    thread_local std::vector<float> a, b;
+    a.resize(4 * Kp);
+    b.resize(kTiles * Kp * 16);
+    const size_t tiles = C.column_tiles.size();
+    for (size_t n0 = 0; n0 < tiles; n0 += kTiles) {
+        const size_t n1 = std::min(tiles, n0 + kTiles);
+        for (size_t n = n0; n < n1; ++n) widen_b_tile(B, n, steps, b.data() + (n - n0) * Kp * 16);
+        for (int64_t m0 = 0; m0 < A.rows; m0 += 4) {
+            for (int64_t i = 0; i < 4 * Kp; ++i) a[i] = to_float(A.values[m0 * Kp + i]);  // rows m0..m0+3 (< Mp)
+            for (size_t n = n0; n < n1; ++n) avx2_block(a.data(), Kp, b.data() + (n - n0) * Kp * 16, A, C, m0, n);
+        }
+    }
+}
 #endif
 
 }  // namespace
@@ -293,7 +462,12 @@ void gemm_tiled(const PackedA& A, const TiledB& B, const TiledC& C, Kernel kerne
                     " depth steps for K " + std::to_string(A.depth) + ", " + std::to_string(B.column_tiles.size()) +
                     " B column tiles, " + std::to_string(C.column_tiles.size()) + " C column tiles)");
 #if defined(__x86_64__)
-    if (resolve(kernel) == Kernel::Amx) return gemm_amx(A, B, C);
+    switch (resolve(kernel)) {
+        case Kernel::Amx: return gemm_amx(A, B, C);
+        case Kernel::Avx512Bf16: return gemm_avx512_bf16(A, B, C);
+        case Kernel::Avx2: return gemm_avx2(A, B, C);
+        default: break;
+    }
 #endif
     resolve(kernel);
     gemm_portable(A, B, C);

@@ -24,6 +24,14 @@
 //     flags amx-tile and amx-bf16, AVX512-BF16 for the packing, and Linux's
 //     permission to use the tile registers, asked for once. A tile
 //     multiply-add does C[16x16] += A[16x32] B[32x16] in one instruction.
+//   * Avx512Bf16: AVX512-BF16's VDPBF16PS (Cooper Lake, Sapphire Rapids, AMD
+//     Zen 4 and later), at level avx512_bf16: 16 lanes of c += a0 b0 + a1 b1
+//     on a pair of bfloat16 each, one instruction.
+//   * Avx2: AVX2 + FMA, at levels avx2 and avx512: bfloat16 widened to
+//     float32 in registers (a shift) and float32 FMAs. It does the work of a
+//     float32 GEMM and more, so bf16 is NO FASTER THAN float32 on such a CPU:
+//     it only halves the memory of the weights and packed inputs, and gives
+//     the same numbers as the other kernels (up to summation order).
 //   * Portable: plain C++ on the same packed data, for any CPU: the same
 //     products summed in a different order, so the same numbers up to float
 //     summation rounding (tests/test_gemm_bf16.cpp compares the two).
@@ -44,12 +52,16 @@ bf16_t from_float(float x);
 float to_float(bf16_t b);
 inline float round(float x) { return to_float(from_float(x)); }
 
-enum class Kernel { Auto, Amx, Portable };
-// Amx when the active instruction-set level (kernels/cpu.h) is amx, else Portable.
+enum class Kernel { Auto, Amx, Avx512Bf16, Avx2, Portable };
+// By the active instruction-set level (kernels/cpu.h): amx -> Amx,
+// avx512_bf16 -> Avx512Bf16, avx512 and avx2 -> Avx2, generic -> Portable.
 Kernel best_kernel();
 // Whether this machine can run kernel k (Amx: the CPU and the OS allow it).
 bool kernel_available(Kernel k);
-const char* kernel_name(Kernel k);  // "amx", "portable" ("auto" resolves first)
+const char* kernel_name(Kernel k);  // "amx", "avx512_bf16", "avx2", "portable" ("auto" resolves first)
+// Whether kernel k can be faster than float32 at all: false for Avx2 and
+// Portable, which widen bfloat16 to float32 and do float32 arithmetic.
+bool kernel_has_bf16_arithmetic(Kernel k);
 
 // Block sizes of the packed layouts.
 constexpr int64_t kRowBlock = 16;    // rows of A (and of C) per tile

@@ -3,7 +3,7 @@
 // weight gradient:
 //   im2col + GEMM over the images   conv2d_gemm.cpp       any convolution
 //   one image over every thread     conv2d_split.cpp      im2col + GEMM, fewer images than threads
-//   direct 3x3 kernels              conv2d_direct3x3.cpp  3x3, stride 1, padding 1, on AVX-512
+//   direct 3x3 kernels              conv2d_direct3x3.cpp  3x3, stride 1, padding 1, on AVX2 / AVX-512
 // plan() below holds every rule that chooses; conv2d_paths.h is what the
 // files share.
 //
@@ -65,10 +65,12 @@
 // reference CNN) skip im2col and the GEMM altogether: the kernels of
 // kernels/conv3x3.h compute their output, input gradient and weight gradient
 // straight from the images (conv2d_direct3x3.cpp), when the instruction-set
-// level in use (kernels/cpu.h) is avx512 or above and the sizes suit them
-// (see plan()). Otherwise, and on any CPU without AVX-512, they take im2col +
-// GEMM like every other convolution. The input gradient also takes the GEMM
-// when a weight is NaN or infinite (see Conv2dBackward).
+// level in use (kernels/cpu.h) is avx2 or above (AVX2 or AVX-512 tiles, the
+// same bits) and the sizes suit them (see plan(): output channels a multiple
+// of 8, and of the vector width, 8 or 16, for the weight gradient). Otherwise,
+// and on a CPU without AVX2, they take im2col + GEMM like every other
+// convolution. The input gradient also takes the GEMM when a weight is NaN or
+// infinite (see Conv2dBackward).
 //
 // ---------------------------------------------------------------- scratch
 // Scratch memory (the col buffers, the per-thread partial dW and db, the

@@ -9,7 +9,7 @@
 //   * one image over every thread, for fewer images than threads
 //     (im2col + GEMMs split by rows or columns; conv2d_split.cpp),
 //   * the direct 3x3 kernels of kernels/conv3x3.h for 3x3, stride 1,
-//     padding 1 on a CPU with AVX-512 (conv2d_direct3x3.cpp).
+//     padding 1 on a CPU with AVX2 or AVX-512 (conv2d_direct3x3.cpp).
 // All give the same result up to float rounding. See conv2d.cpp for the
 // layouts, the rules and the derivation of the backward.
 #pragma once

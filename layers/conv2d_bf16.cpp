@@ -1,5 +1,5 @@
-// Bf16Conv2d: the convolution as bfloat16 GEMMs on AMX tiles (or the
-// portable kernel), in one of two ways.
+// Bf16Conv2d: the convolution as bfloat16 GEMMs (AMX tiles, AVX512-BF16,
+// AVX2 or the portable kernel: kernels/gemm_bf16.h), in one of two ways.
 //
 // Layouts as in conv2d.cpp: x [N, C, H, W]; W [O, C, k, k]; the output of
 // image n is the matrix Y_n [O, P], P = Ho*Wo, in y's NCHW layout, and

@@ -8,9 +8,12 @@
 // The weights are rounded and packed once, when the layer is made from a
 // Conv2d; the input is rounded when it is packed, on every call; the bias,
 // the accumulation and the output stay float32, so every layer starts from
-// its input rounded to bfloat16 ("activations rounded per layer"). On a CPU
-// with AMX the GEMM runs on the tile unit; elsewhere the portable kernel gives
-// the same numbers, slowly. A conv with stride 1 and at least 32 input
+// its input rounded to bfloat16 ("activations rounded per layer"). The GEMM
+// kernel is the best the CPU has (kernels/gemm_bf16.h): AMX tiles or
+// AVX512-BF16, both faster than float32; on an AVX2 CPU a kernel that widens
+// to float32, slower than the float32 conv (no bfloat16 arithmetic there), and
+// elsewhere the portable one; all give the same numbers up to summation
+// order. A conv with stride 1 and at least 32 input
 // channels reads its GEMM operand straight from the packed input (no im2col
 // copy); the others use im2col (see conv2d_bf16.cpp).
 //

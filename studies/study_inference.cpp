@@ -34,6 +34,7 @@
 
 #include "apps/common.h"
 #include "data/io.h"
+#include "kernels/cpu.h"
 #include "kernels/gemm_bf16.h"
 #include "studies/summary.h"
 #include "core/random.h"
@@ -82,8 +83,12 @@ std::vector<Variant> make_variants(const std::string& checkpoint) {
     const int convs = to_bf16_inference(*bf16);
     v.push_back({"bf16-folded",
                  "folded, then " + std::to_string(convs) + " convs in bfloat16 (" +
-                     bf16::kernel_name(bf16::best_kernel()) +
-                     " kernel, float32 accumulation) with the ReLU after each done by the conv, and max pooling "
+                     bf16::kernel_name(bf16::best_kernel()) + " kernel, float32 accumulation" +
+                     (bf16::kernel_has_bf16_arithmetic(bf16::best_kernel())
+                          ? ""
+                          : "; this CPU has no bfloat16 arithmetic: the kernel widens to float32, so bf16 is no "
+                            "faster than fp32 here") +
+                     ") with the ReLU after each done by the conv, and max pooling "
                      "without the indices a backward would need; the classifier and pooling in float32",
                  bf16});
     return v;
@@ -442,9 +447,10 @@ int run(const Options& o) {
                               {"load_average_at_start", load_text},
                               {"threading", threading_info()},
                               {"cpu", cpu_model()},
-                              {"bf16_kernel", bf16::kernel_name(bf16::best_kernel())}};
-    std::printf("%s\n%s, %s, bfloat16 kernel %s\n", o.checkpoint.c_str(), threading_info().c_str(),
-                cpu_model().c_str(), bf16::kernel_name(bf16::best_kernel()));
+                              {"bf16_kernel", bf16::kernel_name(bf16::best_kernel())},
+                              {"kernels", kernels_info()}};
+    std::printf("%s\n%s, %s\n%s\n", o.checkpoint.c_str(), threading_info().c_str(), cpu_model().c_str(),
+                kernels_info().c_str());
     if (o.only == "all" || o.only == "latency") {
         std::printf("latency (%d passes at batch 1, %d at batch %lld, in %d rounds):\n", o.iters, o.throughput_iters,
                     static_cast<long long>(o.throughput_batch), o.rounds);

@@ -12,6 +12,7 @@
 #include "core/autograd.h"
 #include "kernels/gemm_bf16.h"
 #include "core/ops.h"
+#include "core/parallel.h"
 #include "core/random.h"
 #include "layers/batchnorm.h"
 #include "layers/conv2d.h"
@@ -38,10 +39,12 @@ float from_bits(uint32_t u) {
     return x;
 }
 
-// The kernels the test can run here: portable always, AMX where available.
+// The kernels the test can run here: portable always, and AVX2, AVX512-BF16
+// and AMX where the CPU has them.
 std::vector<bf::Kernel> kernels_here() {
-    std::vector<bf::Kernel> k{bf::Kernel::Portable};
-    if (bf::kernel_available(bf::Kernel::Amx)) k.push_back(bf::Kernel::Amx);
+    std::vector<bf::Kernel> k;
+    for (bf::Kernel kernel : {bf::Kernel::Portable, bf::Kernel::Avx2, bf::Kernel::Avx512Bf16, bf::Kernel::Amx})
+        if (bf::kernel_available(kernel)) k.push_back(kernel);
     return k;
 }
 
@@ -109,12 +112,12 @@ TEST_CASE("bf16: pack_b of the dispatched kernel equals the portable one bit for
         bf::pack_b(B.data(), K, N, ldb, got.data(), k);
         int64_t mismatches = 0;
         for (size_t i = 0; i < got.size(); ++i) mismatches += got[i] != portable[i];
-        CHECK_MESSAGE(mismatches == 0, bf::kernel_name(k));
+        CHECK_MESSAGE(mismatches == 0, std::string(bf::kernel_name(k)));
     }
 }
 
 TEST_CASE("bf16: GEMM vs float32 sgemm within bfloat16 rounding bounds, odd shapes, each kernel") {
-    INFO("best kernel here: " << bf::kernel_name(bf::best_kernel()));
+    INFO("best kernel here: " << std::string(bf::kernel_name(bf::best_kernel())));
     const Problem problems[] = {
         {1, 1, 1, 1, 1, 1, false},          {17, 33, 45, 45, 33, 33, true},  {40, 50, 70, 73, 51, 60, true},
         {16, 32, 32, 32, 32, 32, false},    {64, 100, 576, 576, 100, 100, true},
@@ -156,7 +159,7 @@ TEST_CASE("bf16: GEMM vs float32 sgemm within bfloat16 rounding bounds, odd shap
                     worst_vs_fp32 = std::max(worst_vs_fp32, std::fabs(got - fp32) / bound_fp32);
                     worst_vs_rounded = std::max(worst_vs_rounded, std::fabs(got - rounded) / bound_rounded);
                 }
-            INFO(bf::kernel_name(kernel) << " M " << p.M << " N " << p.N << " K " << p.K
+            INFO(std::string(bf::kernel_name(kernel)) << " M " << p.M << " N " << p.N << " K " << p.K
                                         << ": worst error / bound vs float32 " << worst_vs_fp32
                                         << ", vs exact product of the rounded operands " << worst_vs_rounded);
             CHECK(worst_vs_fp32 <= 1.0);
@@ -168,29 +171,33 @@ TEST_CASE("bf16: GEMM vs float32 sgemm within bfloat16 rounding bounds, odd shap
     }
 }
 
-TEST_CASE("bf16: the portable GEMM and the dispatched one agree to float summation rounding") {
-    if (!bf::kernel_available(bf::Kernel::Amx)) {
-        // Only the portable kernel here: Auto must resolve to it.
-        CHECK(bf::best_kernel() == bf::Kernel::Portable);
-        MESSAGE("no AMX on this machine: only the portable kernel was tested");
-        return;
-    }
-    CHECK(bf::best_kernel() == bf::Kernel::Amx);
+TEST_CASE("bf16: the portable GEMM and every other kernel agree to float summation rounding") {
+    const std::vector<bf::Kernel> kernels = kernels_here();
+    MESSAGE("bf16 kernels tested here: " << kernels.size() << ", best "
+                                         << std::string(bf::kernel_name(bf::best_kernel())));
+    CHECK(bf::kernel_available(bf::best_kernel()));
     Generator gen(8);
-    for (const Problem& p : {Problem{48, 96, 64, 64, 96, 96, true}, Problem{31, 47, 300, 300, 47, 47, true}}) {
+    // Rows and columns that fill no block (5 rows, 17 columns), and that do.
+    for (const Problem& p : {Problem{48, 96, 64, 64, 96, 96, true}, Problem{31, 47, 300, 300, 47, 47, true},
+                             Problem{5, 17, 40, 40, 17, 20, false}, Problem{70, 33, 96, 100, 33, 40, true}}) {
         std::vector<float> A(p.M * p.lda), B(p.K * p.ldb), bias(p.M);
         for (float& a : A) a = gen.normal();
         for (float& b : B) b = gen.uniform();  // like post-ReLU activations: all positive
         for (float& b : bias) b = gen.normal();
         const auto portable = bf16_gemm(p, A, B, bias, bf::Kernel::Portable);
-        const auto amx = bf16_gemm(p, A, B, bias, bf::Kernel::Amx);
-        for (int64_t m = 0; m < p.M; ++m)
-            for (int64_t n = 0; n < p.N; ++n) {
-                double abs_sum = std::fabs(bias[m]);
-                for (int64_t k = 0; k < p.K; ++k) abs_sum += std::fabs(A[m * p.lda + k] * B[k * p.ldb + n]);
-                const double d = std::fabs(portable[m * p.ldc + n] - amx[m * p.ldc + n]);
-                CHECK_MESSAGE(d <= 2.0 * (p.K + 1) * kFloatEps * abs_sum, "row " << m << " column " << n);
-            }
+        for (bf::Kernel kernel : kernels) {
+            const auto other = bf16_gemm(p, A, B, bias, kernel);
+            int64_t outside = 0;
+            for (int64_t m = 0; m < p.M; ++m)
+                for (int64_t n = 0; n < p.N; ++n) {
+                    double abs_sum = std::fabs(bias[m]);
+                    for (int64_t k = 0; k < p.K; ++k) abs_sum += std::fabs(A[m * p.lda + k] * B[k * p.ldb + n]);
+                    const double d = std::fabs(portable[m * p.ldc + n] - other[m * p.ldc + n]);
+                    outside += d > 2.0 * (p.K + 1) * kFloatEps * abs_sum;
+                }
+            CHECK_MESSAGE(outside == 0,
+                          std::string(bf::kernel_name(kernel)) << " M " << p.M << " N " << p.N << " K " << p.K);
+        }
     }
 }
 
@@ -234,9 +241,13 @@ TEST_CASE("bf16: Bf16Conv2d equals conv2d on rounded operands (strides, padding,
                           {1, 64, 64, 3, 1, 0, 20, 18}, {2, 33, 17, 5, 1, 2, 9, 9},   {1, 128, 256, 3, 1, 1, 8, 8}};
     manual_seed(9);
     NoGradGuard no_grad;
+    const int saved_threads = get_num_threads();
+    for (int threads : {1, 2})
     for (const Case& c : cases)
         for (bool bias : {true, false})
             for (bf::Kernel kernel : kernels_here()) {
+                set_num_threads(threads);
+                CAPTURE(threads);
                 Conv2d conv(c.cin, c.cout, c.k, c.s, c.p, bias);
                 conv.eval();
                 Bf16Conv2d fast(conv, kernel);
@@ -245,14 +256,15 @@ TEST_CASE("bf16: Bf16Conv2d equals conv2d on rounded operands (strides, padding,
                 Tensor x = Tensor::normal({c.n, c.cin, c.h, c.w}, 0.f, 1.f);
                 Tensor expected = rounded_reference(x, conv), got = fast(x);
                 const double diff = max_abs_diff(got, expected), scale = max_abs(expected);
-                INFO(bf::kernel_name(kernel) << " conv " << c.cin << "->" << c.cout << " k" << c.k << " s" << c.s
-                                            << " p" << c.p << " on " << c.n << "x" << c.h << "x" << c.w
-                                            << (bias ? " with bias" : "") << ": max diff " << diff << ", scale "
-                                            << scale);
+                INFO(std::string(bf::kernel_name(kernel))
+                     << " conv " << c.cin << "->" << c.cout << " k" << c.k << " s" << c.s << " p" << c.p << " on "
+                     << c.n << "x" << c.h << "x" << c.w << (bias ? " with bias" : "") << ": max diff " << diff
+                     << ", scale " << scale);
                 CHECK(diff <= 1e-5 * scale + 1e-6);
                 // And against float32 itself, within bfloat16 rounding (loosely: 2u of the scale).
                 CHECK(max_abs_diff(got, conv2d(x, conv.weight, conv.bias, c.s, c.p)) <= 2 * kUnitRoundoff * scale * 4);
             }
+    set_num_threads(saved_threads);
 }
 
 TEST_CASE("bf16: Bf16Conv2d is for inference only") {
@@ -399,6 +411,6 @@ TEST_CASE("bf16: the GEMM's ReLU epilogue is max(C, 0), NaN kept, for each kerne
             else mismatches += relu[i] != std::max(plain[i], 0.f);
         }
         CHECK(negatives > 100);  // the ReLU had work to do
-        CHECK_MESSAGE(mismatches == 0, bf::kernel_name(kernel));
+        CHECK_MESSAGE(mismatches == 0, std::string(bf::kernel_name(kernel)));
     }
 }

@@ -188,11 +188,17 @@ TEST_CASE("layers: Conv2d against a naive convolution, serial and image-parallel
 }
 
 // The instruction-set levels that choose different convolution kernels on
-// this CPU: generic (im2col + GEMM everywhere) and, where the CPU has it,
-// avx512 (the direct 3x3 kernels).
+// this CPU: generic (im2col + GEMM everywhere) and, where the CPU has them,
+// avx2 and avx512 (the direct 3x3 kernels' AVX2 and AVX-512 tiles).
 static std::vector<Isa> conv_isas() {
-    std::vector<Isa> out{Isa::generic};
-    if (isa_supported(Isa::avx512)) out.push_back(Isa::avx512);
+    std::vector<Isa> out;
+    for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512})
+        if (isa_supported(isa)) out.push_back(isa);
+    return out;
+}
+static std::vector<Isa> direct_isas() {
+    std::vector<Isa> out = conv_isas();
+    out.erase(out.begin());  // generic
     return out;
 }
 
@@ -206,12 +212,18 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and agains
     // 4 images (16x16) with a short last run (6 images), and 3 input channels
     // (the direct forward, but dx and dW by im2col + GEMM: 3 is no multiple of 8
     // and too few channels for the weight-gradient kernel).
+    // Each level of conv_isas(): the AVX-512 tiles (vectors of 16), the AVX2
+    // ones (vectors of 8: a panel of 8 channels in two passes of 4, tiles of
+    // 24 pixels) and im2col + GEMM.
     for (Isa isa : conv_isas())
     for (int threads : {1, 2}) {
-        CAPTURE(isa_name(isa));
+        const std::string isa_text = isa_name(isa);
+        CAPTURE(isa_text);
         CAPTURE(threads);
         ScopedIsa scoped(isa);
-        CHECK(direct3x3_supported(8, 16, 16) == (isa == Isa::avx512));
+        CHECK(direct3x3_supported(8, 16, 16) == (isa != Isa::generic));
+        CHECK(direct3x3_weight_grad_supported(8, 16, 16) == (isa == Isa::avx2));  // 8: one AVX2 vector
+        CHECK(!direct3x3_supported(12, 16, 16));                                 // 12: no multiple of 8
         set_num_threads(threads);
         check_against_naive(2, 8, 32, 32, 16, 3, 1, 1, true);
         check_against_naive(3, 16, 3, 16, 8, 3, 1, 1, false);
@@ -230,10 +242,22 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and agains
         check_against_naive(3, 8, 4, 4, 8, 3, 1, 1, false);
         check_against_naive(2, 8, 8, 2, 16, 3, 1, 1, true);
         check_against_naive(2, 8, 16, 1, 8, 3, 1, 1, true);
+        // Channel counts that are and are not multiples of the tiles: 24
+        // outputs (3 panels; the AVX2 weight gradient's one-vector blocks of 4
+        // input channels, 3 vectors; the AVX-512 one's by GEMM), 12 outputs
+        // (no multiple of 8: every pass by GEMM), 13 inputs (a last block of 1
+        // channel, a short kBlockChannels block) at widths 32, 16, 8 and 4.
+        for (int64_t w : {32, 16, 8, 4}) {
+            CAPTURE(w);
+            check_against_naive(2, 13, w, w, 24, 3, 1, 1, true);
+            check_against_naive(2, 24, w, w, 12, 3, 1, 1, true);
+            check_against_naive(2, 40, w, w, 16, 3, 1, 1, false);
+        }
     }
-    // The same convolutions by both agree to float rounding.
-    if (!isa_supported(Isa::avx512)) {
-        MESSAGE("this CPU has no AVX-512: the direct 3x3 kernels are not used");
+    // The same convolutions by the direct kernels and im2col + GEMM agree to
+    // float rounding.
+    if (direct_isas().empty()) {
+        MESSAGE("this CPU has no AVX2: the direct 3x3 kernels are not used");
         set_num_threads(saved);
         return;
     }
@@ -247,18 +271,31 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and agains
         CAPTURE(O);
         Tensor x = rand_leaf({4, C, H, W}, g), w = rand_leaf({O, C, 3, 3}, g, -0.2f, 0.2f), b = rand_leaf({O}, g);
         Tensor dy = Tensor::uniform({4, O, H, W}, -1.f, 1.f, &g);
-        std::vector<Tensor> out[2];
-        for (bool direct : {true, false}) {
-            ScopedIsa scoped(direct ? Isa::avx512 : Isa::generic);
+        auto run = [&](Isa isa) {
+            ScopedIsa scoped(isa);
             x.zero_grad(), w.zero_grad(), b.zero_grad();
             Tensor y = conv2d(x, w, b, 1, 1);
             y.backward(dy);
-            out[direct] = {y.detach(), x.grad(), w.grad(), b.grad()};
+            return std::vector<Tensor>{y.detach(), x.grad(), w.grad(), b.grad()};
+        };
+        const std::vector<Tensor> gemm = run(Isa::generic);
+        std::vector<std::vector<Tensor>> direct;
+        for (Isa isa : direct_isas()) {
+            const std::string isa_text = isa_name(isa);
+            CAPTURE(isa_text);
+            direct.push_back(run(isa));
+            check_close(direct.back()[0], gemm[0], 1e-5, 1e-5, "y");
+            check_close(direct.back()[1], gemm[1], 1e-5, 1e-5, "dx");
+            check_close(direct.back()[2], gemm[2], 1e-5, 1e-4, "dw");
+            check_close(direct.back()[3], gemm[3], 1e-5, 1e-4, "db");
         }
-        check_close(out[1][0], out[0][0], 1e-5, 1e-5, "y");
-        check_close(out[1][1], out[0][1], 1e-5, 1e-5, "dx");
-        check_close(out[1][2], out[0][2], 1e-5, 1e-4, "dw");
-        check_close(out[1][3], out[0][3], 1e-5, 1e-4, "db");
+        // The AVX2 and the AVX-512 tiles sum in the same order: the same bits
+        // (where both run the weight gradient, O a multiple of 16).
+        if (direct.size() == 2)
+            for (int k = 0; k < 4; ++k) {
+                CAPTURE(k);
+                CHECK(max_abs_diff(direct[0][k], direct[1][k]) == 0.0);
+            }
     }
     set_num_threads(saved);
 }
@@ -271,8 +308,8 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and agains
 // (9 * 128 = 1152 products per output; in one chain, the forward and the input
 // gradient rounded 1.9-2.5x worse than the GEMM).
 TEST_CASE("layers: Conv2d's direct 3x3 kernels round no worse than im2col + GEMM") {
-    if (!isa_supported(Isa::avx512)) {
-        MESSAGE("this CPU has no AVX-512: the direct 3x3 kernels are not used, nothing to test");
+    if (direct_isas().empty()) {
+        MESSAGE("this CPU has no AVX2: the direct 3x3 kernels are not used, nothing to test");
         return;
     }
     const int saved = get_num_threads();
@@ -285,12 +322,15 @@ TEST_CASE("layers: Conv2d's direct 3x3 kernels round no worse than im2col + GEMM
     Tensor b = Tensor::uniform({128}, -bound, bound, &g).requires_grad_();
     Tensor dy = Tensor::uniform({2, 128, 16, 16}, -1.f, 1.f, &g);
     const NaiveConv ref(x, w, b, dy, 1, 1);
+    for (Isa isa : direct_isas())
     for (int threads : {1, 2}) {
+        const std::string isa_text = isa_name(isa);
+        CAPTURE(isa_text);
         CAPTURE(threads);
         set_num_threads(threads);
         double err[2][3];  // [direct][y, dx, dw]
         for (bool direct : {true, false}) {
-            ScopedIsa scoped(direct ? Isa::avx512 : Isa::generic);
+            ScopedIsa scoped(direct ? isa : Isa::generic);
             x.zero_grad(), w.zero_grad(), b.zero_grad();
             Tensor y = conv2d(x, w, b, 1, 1);
             y.backward(dy);
