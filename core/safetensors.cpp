@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -45,6 +46,8 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assume
 // sorted, tile the data buffer exactly: the first starts at 0, each starts
 // where the previous one ended, the last ends at the end of the file.
 static constexpr uint64_t kMaxHeaderBytes = 100000000;
+// minnow's own cap: a tensor of at most 2^40 elements (4 TiB of float32).
+static constexpr uint64_t kMaxElements = uint64_t{1} << 40;
 
 // nlohmann keeps the last of two equal keys without a word, and its parser
 // callback (which could watch the keys) rescans the parent object at the end of
@@ -122,17 +125,23 @@ SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::
             else if (dt == "I64") dtype = DType::I64;
             else if (dt == "F64") dtype = DType::F64;
             else throw fail("tensor '" + key + "' has dtype " + dt + " (minnow reads F32, F64 and I64)");
+            // The product of the dimensions other than 0 is capped too, not only
+            // the element count: the strides of [0, 2^62, 2^62] overflow.
             Shape shape;
-            uint64_t count = 1;
+            uint64_t extent = 1;
+            bool empty = false;
             if (!info.at("shape").is_array()) throw fail("tensor '" + key + "': shape is not a list");
             for (const auto& d : info.at("shape")) {
                 if (!d.is_number_integer()) throw fail("tensor '" + key + "' has a shape entry that is no integer");
-                const int64_t v = d.get<int64_t>();
-                if (v < 0 || (v > 0 && count > (uint64_t{1} << 40) / static_cast<uint64_t>(v)))
-                    throw fail("tensor '" + key + "' has a bad shape");
-                shape.push_back(v);
-                count *= static_cast<uint64_t>(v);
+                if (!d.is_number_unsigned()) throw fail("tensor '" + key + "' has a negative dimension " + d.dump());
+                const uint64_t v = d.get<uint64_t>();
+                if (v > 0 && extent > kMaxElements / v)
+                    throw fail("tensor '" + key + "' has a shape of more than 2^40 elements");
+                shape.push_back(static_cast<int64_t>(v));
+                if (v == 0) empty = true;
+                else extent *= v;
             }
+            const uint64_t count = empty ? 0 : extent;
             const auto& off = info.at("data_offsets");
             if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
                 throw fail("tensor '" + key + "': data_offsets is not [begin, end] of two non-negative integers");
@@ -190,6 +199,19 @@ SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::
     for (size_t i : order) sorted.push_back(std::move(file.tensors[i]));
     file.tensors = std::move(sorted);
     return file;
+}
+
+std::optional<uint64_t> parse_whole_number(const std::string& text) {
+    // from_chars of an unsigned type takes digits only: no space, no sign.
+    uint64_t v = 0;
+    const char* end = text.data() + text.size();
+    const auto [ptr, ec] = std::from_chars(text.data(), end, v);
+    if (ec != std::errc() || ptr != end) return std::nullopt;
+    return v;
+}
+
+std::string quote_for_error(const std::string& text) {
+    return "'" + (text.size() <= 40 ? text : text.substr(0, 40) + "...") + "'";
 }
 
 SafetensorsFile load_safetensors(const std::string& path) {

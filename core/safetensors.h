@@ -12,7 +12,9 @@
 // I64 (see TensorEntry::dtype), so files keep PyTorch's dtypes both ways.
 #pragma once
 
+#include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +45,14 @@ struct SafetensorsFile {
 // range or overlapping, a shape that disagrees with its byte count.
 SafetensorsFile load_safetensors(const std::string& path);
 SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::string& name_for_errors);
+
+// Metadata values are strings. The counts minnow stores there are written by
+// std::to_string; this reads one back and refuses anything else (a sign, a
+// space, a fraction, an empty string, more than fits in 64 bits): nullopt.
+std::optional<uint64_t> parse_whole_number(const std::string& text);
+// `text` in single quotes for an error message, cut after 40 characters (a
+// corrupt metadata value can be megabytes long).
+std::string quote_for_error(const std::string& text);
 
 // Writes atomically: to `path.tmp` first, then renames over `path`, so a crash
 // mid-write never leaves a half-written checkpoint in place of the old one.

@@ -35,13 +35,21 @@ bool has_jpeg_end(const uint8_t* d, size_t n) {
 
 // stb_image 2.27 (Debian 12's libstb) trusts the 16 code counts of a JPEG
 // Huffman table (DHT segment): counts adding up to more than 256 make it
-// write past its tables (our fuzzer found this; upstream 2.28 checks it). So
-// we find every DHT segment stb_image would read, across all scans of a
-// progressive JPEG, and refuse such a table first. The walk reads tables the
-// way stb_image does (bytes past the end count as 0) and, like it, skips
-// bytes that are not a marker. Anything else malformed is left to stb_image.
+// write past its tables (our fuzzer found this; upstream 2.28 checks it). It
+// also does not zero its decoder state: a scan that uses a Huffman or
+// quantization table the file never defined reads whatever an earlier decode
+// left in that memory, and an index computed from it can point outside the
+// table (our fuzzer found an index of -88). So we walk every segment
+// stb_image would read, across all scans of a progressive JPEG, refuse such a
+// Huffman table, and refuse a scan that uses a table not defined before it.
+// The walk reads segments the way stb_image does (bytes past the end count as
+// 0) and, like it, skips bytes that are not a marker. Anything else malformed
+// is left to stb_image.
 bool jpeg_tables_ok(const uint8_t* d, size_t n, std::string& why) {
     auto byte = [&](size_t i) -> size_t { return i < n ? d[i] : 0; };
+    bool dc[4] = {}, ac[4] = {}, quant[4] = {};  // defined so far
+    bool progressive = false;
+    size_t frame_ids[4] = {}, frame_quant[4] = {}, frame_components = 0;  // from the frame header (SOF)
     size_t pos = 2;  // after SOI
     while (pos + 1 < n) {
         const uint8_t marker = d[pos + 1];
@@ -63,9 +71,50 @@ bool jpeg_tables_ok(const uint8_t* d, size_t n, std::string& why) {
                     why = "Huffman table with " + std::to_string(codes) + " codes (at most 256)";
                     return false;
                 }
+                const size_t cls = byte(t) >> 4, id = byte(t) & 15;
+                if (id < 4 && cls < 2) (cls ? ac : dc)[id] = true;  // other ids: stb_image refuses them
                 left -= 17 + static_cast<long>(codes);
                 t += 17 + static_cast<long>(codes);
             }
+        if (marker == 0xDB)
+            for (long left = static_cast<long>(len) - 2, t = pos + 4; left > 0;) {  // one or more tables
+                const bool sixteen_bit = byte(t) >> 4 != 0;
+                quant[byte(t) & 3] = true;
+                left -= sixteen_bit ? 129 : 65;
+                t += sixteen_bit ? 129 : 65;
+            }
+        if (marker == 0xC0 || marker == 0xC1 || marker == 0xC2) {  // the frames stb_image decodes
+            progressive = marker == 0xC2;
+            frame_components = std::min<size_t>(byte(pos + 9), 4);
+            for (size_t i = 0; i < frame_components; ++i) {
+                frame_ids[i] = byte(pos + 10 + 3 * i);
+                frame_quant[i] = byte(pos + 12 + 3 * i) & 3;
+            }
+        }
+        if (marker == 0xDA) {  // start of scan: the tables its components use must be there
+            const size_t count = byte(pos + 4), first_coefficient = byte(pos + 5 + 2 * count),
+                         refining = byte(pos + 7 + 2 * count) >> 4;
+            for (size_t i = 0; i < count && i < 4; ++i) {
+                const size_t id = byte(pos + 5 + 2 * i), dc_id = byte(pos + 6 + 2 * i) >> 4,
+                             ac_id = byte(pos + 6 + 2 * i) & 15;
+                if (dc_id > 3 || ac_id > 3) continue;  // stb_image refuses these itself
+                // What stb_image decodes with: both tables in a sequential scan; in a
+                // progressive one the DC table in a first DC scan, the AC table in an AC scan.
+                const bool uses_dc = !progressive || (first_coefficient == 0 && refining == 0);
+                const bool uses_ac = !progressive || first_coefficient != 0;
+                if ((uses_dc && !dc[dc_id]) || (uses_ac && !ac[ac_id])) {
+                    why = "a scan uses Huffman table " + std::string(uses_dc && !dc[dc_id] ? "DC " : "AC ") +
+                          std::to_string(uses_dc && !dc[dc_id] ? dc_id : ac_id) + ", which the file does not define";
+                    return false;
+                }
+                for (size_t c = 0; c < frame_components; ++c)
+                    if (frame_ids[c] == id && !quant[frame_quant[c]]) {
+                        why = "a scan uses quantization table " + std::to_string(frame_quant[c]) +
+                              ", which the file does not define";
+                        return false;
+                    }
+            }
+        }
         pos += 2 + len;
         if (marker == 0xDA)  // start of scan: skip its entropy-coded data
             while (pos + 1 < n && !(d[pos] == 0xFF && d[pos + 1] != 0x00 && (d[pos + 1] & 0xF8) != 0xD0)) ++pos;

@@ -8,6 +8,7 @@
 #include "kernels/gemm_bf16.h"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -27,6 +28,15 @@ bool amx_permitted() {
     return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
 }
 
+// AMX-TILE and AMX-BF16 are bits 24 and 22 of EDX in CPUID leaf 7, subleaf 0.
+// Asked of CPUID itself: clang before 16 has no "amx-*" names for
+// __builtin_cpu_supports and refuses to compile them.
+bool cpu_has_amx_bf16() {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+    return (d >> 24 & 1) && (d >> 22 & 1);
+}
+
 Isa detect() {
     __builtin_cpu_init();
     if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return Isa::generic;
@@ -34,7 +44,7 @@ Isa detect() {
           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")))
         return Isa::avx2;
     if (!__builtin_cpu_supports("avx512bf16")) return Isa::avx512;
-    if (!(__builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") && amx_permitted()))
+    if (!(cpu_has_amx_bf16() && amx_permitted()))
         return Isa::avx512_bf16;
     return Isa::amx;
 }

@@ -20,9 +20,9 @@ static ParamGroup adam_defaults(const AdamOptions& o) {
 }
 
 // PyTorch's checks, applied to every group.
-static void check_adam_group(const char* name, const ParamGroup& g) {
-    auto bad = [name](const char* what, double v) {
-        return Error(std::string(name) + ": invalid " + what + ": " + std::to_string(v));
+void Adam::check_group(const ParamGroup& g) const {
+    auto bad = [this](const char* what, double v) {
+        return Error(std::string(name()) + ": invalid " + what + ": " + std::to_string(v));
     };
     if (!(g.lr >= 0)) throw bad("learning rate", g.lr);
     if (!(g.eps >= 0)) throw bad("epsilon value", g.eps);
@@ -33,7 +33,7 @@ static void check_adam_group(const char* name, const ParamGroup& g) {
 
 Adam::Adam(std::vector<ParamGroupSpec> groups, const AdamOptions& options, bool decoupled_weight_decay)
     : Optimizer(std::move(groups), adam_defaults(options)), decoupled_weight_decay_(decoupled_weight_decay) {
-    for (const ParamGroup& g : param_groups()) check_adam_group(name(), g);
+    for (const ParamGroup& g : param_groups()) check_group(g);
 }
 
 Adam::Adam(std::vector<ParamGroupSpec> groups, const AdamOptions& options)

@@ -41,6 +41,7 @@ protected:
     Adam(std::vector<ParamGroupSpec> groups, const AdamOptions& options, bool decoupled_weight_decay);
     void update(const ParamGroup& group, Tensor& param, const Tensor& grad, ParamState& state) override;
     std::vector<std::string> required_buffers() const override { return {"exp_avg", "exp_avg_sq"}; }
+    void check_group(const ParamGroup& g) const override;
 
 private:
     bool decoupled_weight_decay_ = false;

@@ -63,17 +63,21 @@ void LRScheduler::load_state_dict(const SafetensorsFile& file, const std::string
     if (get("type") != name())
         throw Error(src + ": the scheduler state was saved by " + get("type") + " and cannot be loaded into " +
                     name());
-    int64_t last_epoch = -1;
+    const auto epoch = parse_whole_number(get("last_epoch"));
+    if (!epoch || *epoch > uint64_t{INT64_MAX})
+        throw Error(src + ": metadata '" + prefix + "last_epoch' is " + quote_for_error(get("last_epoch")) +
+                    ", not a whole number >= 0");
+    const int64_t last_epoch = static_cast<int64_t>(*epoch);
     std::vector<double> base_lrs;
     try {
-        size_t used = 0;
-        const std::string& e = get("last_epoch");
-        last_epoch = std::stoll(e, &used);
-        if (used != e.size() || last_epoch < 0) throw Error("bad last_epoch '" + e + "'");
         base_lrs = nlohmann::json::parse(get("base_lrs")).get<std::vector<double>>();
-    } catch (const std::exception& e) {
-        throw Error(src + ": malformed " + name() + " state (" + e.what() + ")");
+    } catch (const nlohmann::json::exception& e) {
+        throw Error(src + ": metadata '" + prefix + "base_lrs' is not a list of numbers (" + e.what() + ")");
     }
+    for (double lr : base_lrs)
+        if (!(lr >= 0))
+            throw Error(src + ": metadata '" + prefix + "base_lrs' holds " + std::to_string(lr) +
+                        ", not a learning rate (>= 0)");
     if (base_lrs.size() != base_lrs_.size())
         throw Error(src + ": the " + name() + " state has " + std::to_string(base_lrs.size()) +
                     " base lrs but the optimizer has " + std::to_string(base_lrs_.size()) + " param groups");

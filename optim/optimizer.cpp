@@ -130,15 +130,9 @@ SafetensorsFile Optimizer::state_dict(const std::string& prefix) const {
 }
 
 static int64_t parse_step(const std::string& text) {
-    size_t used = 0;
-    int64_t v = -1;
-    try {
-        v = std::stoll(text, &used);
-    } catch (const std::exception&) {
-        used = 0;
-    }
-    if (used != text.size() || text.empty() || v < 0) throw Error("'" + text + "' is not a step count");
-    return v;
+    const auto v = parse_whole_number(text);
+    if (!v || *v > uint64_t{INT64_MAX}) throw Error(quote_for_error(text) + " is not a step count (a whole number >= 0)");
+    return static_cast<int64_t>(*v);
 }
 
 // "" if the names agree, else where they first differ.
@@ -197,10 +191,18 @@ void Optimizer::load_state_dict(const SafetensorsFile& file, const std::string& 
         for (size_t gi = 0; gi < groups.size(); ++gi) {
             const std::string differ = name_mismatch(saved[gi].at("params").get<std::vector<std::string>>(),
                                                      groups[gi].names);
-            if (differ.empty())
-                read_hyperparameters(saved[gi], groups[gi]);
-            else
+            if (!differ.empty()) {
                 problems.push_back("param group " + std::to_string(gi) + ": " + differ);
+                continue;
+            }
+            read_hyperparameters(saved[gi], groups[gi]);
+            try {  // what the constructor would refuse, a file may not bring in
+                check_group(groups[gi]);
+                if (groups[gi].initial_lr && !(*groups[gi].initial_lr >= 0))
+                    throw Error(std::string(name()) + ": invalid initial_lr: " + std::to_string(*groups[gi].initial_lr));
+            } catch (const Error& e) {
+                problems.push_back("param group " + std::to_string(gi) + ": " + e.what());
+            }
         }
     } catch (const nlohmann::json::exception& e) {
         throw Error(src + ": metadata '" + prefix + "param_groups' is malformed (" + e.what() + ")");

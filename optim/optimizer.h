@@ -144,6 +144,9 @@ protected:
     virtual void update(const ParamGroup& group, Tensor& param, const Tensor& grad, ParamState& state) = 0;
     // Buffers a parameter with state must have (checked on load).
     virtual std::vector<std::string> required_buffers() const { return {}; }
+    // Throws Error if the hyperparameters of `g` are invalid for this optimizer
+    // (PyTorch's checks): the constructors and load_state_dict call it.
+    virtual void check_group(const ParamGroup& g) const = 0;
 
 private:
     std::vector<ParamGroup> groups_;

@@ -18,7 +18,7 @@ static ParamGroup sgd_defaults(const SGDOptions& o) {
 }
 
 // PyTorch's checks, applied to every group.
-static void check_sgd_group(const ParamGroup& g) {
+void SGD::check_group(const ParamGroup& g) const {
     auto bad = [](const char* what, double v) {
         return Error(std::string("SGD: invalid ") + what + ": " + std::to_string(v));
     };
@@ -31,7 +31,7 @@ static void check_sgd_group(const ParamGroup& g) {
 
 SGD::SGD(std::vector<ParamGroupSpec> groups, const SGDOptions& options)
     : Optimizer(std::move(groups), sgd_defaults(options)) {
-    for (const ParamGroup& g : param_groups()) check_sgd_group(g);
+    for (const ParamGroup& g : param_groups()) check_group(g);
 }
 
 SGD::SGD(const std::vector<Tensor>& params, const SGDOptions& options)

@@ -32,6 +32,7 @@ public:
 
 protected:
     void update(const ParamGroup& group, Tensor& param, const Tensor& grad, ParamState& state) override;
+    void check_group(const ParamGroup& g) const override;
 };
 
 }  // namespace minnow

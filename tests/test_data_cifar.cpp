@@ -174,6 +174,19 @@ TEST_CASE("data: decode_image refuses bad images with the name and the problem")
     REQUIRE(dht != bad_dht.end());
     dht[5] = dht[6] = 200;  // after FF C4, length (2 bytes) and class/id: the first code counts
     check_error(decode(bad_dht, "dht.jpg"), {"dht.jpg", "Huffman table with", "at most 256"});
+    // A scan or frame naming a table the file does not define (stb_image 2.27
+    // would decode with whatever an earlier image left in that memory).
+    const std::array<uint8_t, 2> sos_marker{0xFF, 0xDA}, sof_marker{0xFF, 0xC0};
+    auto no_ac = jpg;
+    const auto sos = std::search(no_ac.begin(), no_ac.end(), sos_marker.begin(), sos_marker.end());
+    REQUIRE(sos != no_ac.end());
+    sos[6] = 0x03;  // after FF DA, length and count: the first component's id, then DC 0 / AC 3
+    check_error(decode(no_ac, "noac.jpg"), {"noac.jpg", "a scan uses Huffman table AC 3, which the file does not define"});
+    auto no_quant = jpg;
+    const auto sof = std::search(no_quant.begin(), no_quant.end(), sof_marker.begin(), sof_marker.end());
+    REQUIRE(sof != no_quant.end());
+    sof[12] = 3;  // after FF C0, length, precision, height, width, count, id, sampling: the first table
+    check_error(decode(no_quant, "noq.jpg"), {"noq.jpg", "quantization table 3, which the file does not define"});
     std::vector<uint8_t> garbled = png;
     for (size_t i = 40; i < garbled.size() - 20; ++i) garbled[i] ^= 0x5a;
     check_error(decode(garbled, "garbled.png"), {"garbled.png", "corrupt PNG"});

@@ -177,6 +177,18 @@ TEST_CASE("module: the safetensors reader follows the format's rules") {
               .find("two non-negative integers") != std::string::npos);
     CHECK(parse_error(safetensors_bytes(R"({"a":{"dtype":"F32","shape":[2.0],"data_offsets":[0,8]}})", 8))
               .find("no integer") != std::string::npos);
+    // shapes: no negative dimension, at most 2^40 elements, and the dimensions
+    // beside a 0 capped as well (the strides of [0, 2^62, 2^62] would overflow)
+    CHECK(parse_error(safetensors_bytes(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,0]}})", 0))
+              .find("tensor 'a' has a negative dimension -1") != std::string::npos);
+    CHECK(parse_error(safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1048576,1048577],"data_offsets":[0,0]}})", 0))
+              .find("tensor 'a' has a shape of more than 2^40 elements") != std::string::npos);
+    CHECK(parse_error(safetensors_bytes(
+                          R"({"a":{"dtype":"F32","shape":[0,4611686018427387904,4611686018427387904],"data_offsets":[0,0]}})",
+                          0))
+              .find("more than 2^40 elements") != std::string::npos);
+    CHECK(parse_error(safetensors_bytes(R"({"a":{"dtype":"F32","shape":[0,1099511627776],"data_offsets":[0,0]}})", 0))
+              .empty());
     // the offsets tile the data: a gap, an overlap, bytes after the last tensor
     CHECK(parse_error(safetensors_bytes(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8))
               .find("unused") != std::string::npos);

@@ -241,6 +241,64 @@ TEST_CASE("the epoch loop: a checkpoint round trip and a resume give the weights
                          doctest::Contains("nowhere.safetensors"), Error);
 }
 
+TEST_CASE("a checkpoint with edited metadata is refused with the file, the key and what is wrong") {
+    auto model = tiny_model(3);
+    SGD opt(model->named_parameters(), sgd_options());
+    MultiStepLR sched(opt, {1, 2}, 0.5);
+    DataLoader loader(tiny_set(16, 2), loader_options());
+    LoopOptions one;
+    one.epochs = 1;
+    train_epochs(*model, opt, &sched, loader, one);
+    const TrainingCheckpoint good = TrainingCheckpoint::capture(*model, opt, &sched, {1, 2});
+    TempDir dir;
+    good.save(dir / "ck.safetensors");
+    const SafetensorsFile file = load_safetensors(dir / "ck.safetensors");
+    TrainingCheckpoint::from_file(file);  // as saved: fine
+
+    // `file` with metadata `key` set to `value` (or removed, for "<none>"), then
+    // TrainingCheckpoint::from_file and a resume into a fresh run.
+    auto edited = [&](const std::string& key, const std::string& value) {
+        SafetensorsFile f = file;
+        if (value == "<none>") f.metadata.erase(key);
+        else f.metadata[key] = value;
+        return [f] {
+            auto m = tiny_model(4);
+            SGD o(m->named_parameters(), sgd_options());
+            MultiStepLR s(o, {1, 2}, 0.5);
+            TrainingCheckpoint::from_file(f).resume(*m, o, &s);
+        };
+    };
+    const std::string ck = dir / "ck.safetensors";
+    check_error(edited("format", "pt"), {ck, "metadata 'format' is 'pt', not 'minnow-train-checkpoint'"});
+    check_error(edited("epochs_done", "<none>"), {ck, "no 'epochs_done'"});
+    for (const std::string bad : {"x", "-1", "1.5", " 1", "+1", "1e3", "", "9223372036854775808",
+                                  "99999999999999999999999"})
+        check_error(edited("epochs_done", bad), {ck, "metadata 'epochs_done' is '" + bad + "', not a whole number >= 0"});
+    check_error(edited("step", "-5"), {ck, "metadata 'step' is '-5', not a whole number >= 0"});
+    check_error(edited("step", std::string(500, '7')), {ck, "metadata 'step' is '7777", "...', not a whole number"});
+    CHECK_NOTHROW(edited("step", "9223372036854775807")());  // the largest: fine
+
+    const std::string rng = file.metadata.at("rng");
+    const std::vector<std::string> bad_rngs = {
+        "1 2 3 4", rng + " 5", "0 0 0 0 0", "1  2 3 4 0", "1 2 3 4 x", "1 2 3 4 -1", "1 2 3 4 18446744073709551616",
+        "1 2 3 4 7", "1 2 3 4 8589934592", "1 2 3 4 " + std::to_string((uint64_t{1} << 32) | 0x7fc00000)};  // spare NaN
+    for (const std::string& bad : bad_rngs)
+        check_error(edited("rng", bad), {ck, "metadata 'rng' is ", "not the generator's state"});
+    CHECK_NOTHROW(edited("rng", "1 2 3 4 " + std::to_string((uint64_t{1} << 32) | 0x3f800000))());  // spare 1.0
+
+    // The optimizer's and the schedule's metadata, read by resume.
+    check_error(edited("optim.state.1.weight.step", "+2"), {ck, "optim.state.1.weight.step: '+2' is not a step count"});
+    std::string groups = file.metadata.at("optim.param_groups");
+    const size_t lr_at = groups.find("\"lr\":");
+    REQUIRE(lr_at != std::string::npos);
+    groups.insert(lr_at + 5, "-");
+    check_error(edited("optim.param_groups", groups), {ck, "param group 0: SGD: invalid learning rate: -"});
+    check_error(edited("lr_scheduler.last_epoch", "1.0"), {ck, "metadata 'lr_scheduler.last_epoch' is '1.0'"});
+    check_error(edited("lr_scheduler.base_lrs", "[-0.05]"),
+                {ck, "metadata 'lr_scheduler.base_lrs' holds -0.05", "not a learning rate"});
+    check_error(edited("lr_scheduler.base_lrs", "{}"), {ck, "metadata 'lr_scheduler.base_lrs' is not a list of numbers"});
+}
+
 TEST_CASE("the epoch loop stops at max_steps (a partial epoch) and on a non-finite step") {
     auto train_set = tiny_set(40, 5);
     auto model = tiny_model(2);

@@ -1,7 +1,8 @@
 #include "train/checkpoint.h"
 
 #include <algorithm>
-#include <sstream>
+#include <cmath>
+#include <cstring>
 
 namespace minnow {
 
@@ -57,22 +58,59 @@ void TrainingCheckpoint::save(const std::string& path) const {
     save_safetensors(path, entries, meta);  // atomic: a temporary file, then rename
 }
 
-TrainingCheckpoint TrainingCheckpoint::load(const std::string& path) {
-    SafetensorsFile f = load_safetensors(path);
-    auto meta = [&](const std::string& k) {
+TrainingCheckpoint TrainingCheckpoint::load(const std::string& path) { return from_file(load_safetensors(path)); }
+
+namespace {
+// The generator's state as save writes it: 5 words, one space between them;
+// the 4 of xoshiro256** not all zero (from there it draws only zeros), the 5th
+// 0 (no cached normal) or 2^32 + the bits of a finite float.
+bool parse_rng(const std::string& text, Generator::State& out) {
+    size_t at = 0;
+    for (size_t i = 0; i < out.size(); ++i) {
+        const size_t space = i + 1 < out.size() ? text.find(' ', at) : text.size();
+        if (space == std::string::npos) return false;
+        const auto w = parse_whole_number(text.substr(at, space - at));
+        if (!w) return false;
+        out[i] = *w;
+        at = space + 1;
+    }
+    if ((out[0] | out[1] | out[2] | out[3]) == 0) return false;
+    const uint64_t extra = out[4];
+    if (extra >> 32 > 1 || (extra >> 32 == 0 && extra != 0)) return false;
+    float spare;
+    const uint32_t bits = static_cast<uint32_t>(extra);
+    std::memcpy(&spare, &bits, sizeof spare);
+    return std::isfinite(spare);
+}
+}  // namespace
+
+TrainingCheckpoint TrainingCheckpoint::from_file(const SafetensorsFile& f) {
+    const std::string& path = f.path;
+    auto meta = [&](const std::string& k) -> const std::string& {
         auto it = f.metadata.find(k);
         if (it == f.metadata.end())
             throw Error(path + ": not a training checkpoint (no '" + k + "' in its metadata)");
         return it->second;
     };
+    if (meta("format") != "minnow-train-checkpoint")
+        throw Error(path + ": not a training checkpoint (its metadata 'format' is " +
+                    quote_for_error(meta("format")) + ", not 'minnow-train-checkpoint')");
+    auto count = [&](const std::string& k) {
+        const auto v = parse_whole_number(meta(k));
+        if (!v || *v > uint64_t{INT64_MAX})
+            throw Error(path + ": metadata '" + k + "' is " + quote_for_error(meta(k)) +
+                        ", not a whole number >= 0");
+        return static_cast<int64_t>(*v);
+    };
     TrainingCheckpoint c;
     c.source = path;
-    c.progress = {std::stoll(meta("epochs_done")), std::stoll(meta("step"))};
-    std::istringstream words(meta("rng"));
-    for (auto& w : c.rng) words >> w;
-    if (!words) throw Error(path + ": the 'rng' of its metadata is not a generator state");
+    c.progress = {count("epochs_done"), count("step")};
+    if (!parse_rng(meta("rng"), c.rng))
+        throw Error(path + ": metadata 'rng' is " + quote_for_error(meta("rng")) +
+                    ", not the generator's state (5 whole numbers, one space apart, as a checkpoint writes them)");
     if (auto it = f.metadata.find("metrics_jsonl"); it != f.metadata.end()) c.history = it->second;
     c.model = model_entries(f);
+    c.optimizer.path = c.schedule.path = path;
     for (auto& e : f.tensors) {
         if (starts_with(e.name, kOptim)) c.optimizer.tensors.push_back(e);
         else if (starts_with(e.name, kSched)) c.schedule.tensors.push_back(e);

@@ -45,9 +45,14 @@ struct TrainingCheckpoint {
     // while saving leaves the previous checkpoint. A tensor that is not
     // finite is an Error naming it, and the previous file stays.
     void save(const std::string& path) const;
-    // Throws minnow::Error naming the file (and the metadata key) if it is
-    // not a training checkpoint.
+    // Throws minnow::Error naming the file and the metadata key if it is not
+    // a training checkpoint: a "format" other than "minnow-train-checkpoint",
+    // an "epochs_done" or "step" that is not a whole number >= 0, an "rng"
+    // that is not the generator's 5 words as save writes them.
     static TrainingCheckpoint load(const std::string& path);
+    // The same from a file already read (load is load_safetensors, then this);
+    // errors name f.path.
+    static TrainingCheckpoint from_file(const SafetensorsFile& f);
     // Puts model, optimizer, schedule (if both have one) and the default
     // generator back as they were; returns where the run was.
     TrainState resume(Module& model, Optimizer& opt, LRScheduler* sched) const;
