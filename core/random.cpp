@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/error.h"
+
 namespace minnow {
 
 static uint64_t splitmix64(uint64_t& x) {
@@ -34,6 +36,7 @@ uint64_t Generator::next_u64() {
 float Generator::uniform() { return static_cast<float>(next_u64() >> 40) * 0x1.0p-24f; }
 
 uint64_t Generator::randint(uint64_t n) {
+    if (n == 0) throw Error("Generator::randint: the range [0, 0) is empty");
     // Rejection sampling so every value is equally likely.
     const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
     uint64_t x;

@@ -18,7 +18,7 @@ public:
     uint64_t next_u64();
     // Uniform in [0, 1) with 24 random bits (every value is a float exactly).
     float uniform();
-    // Uniform integer in [0, n).
+    // Uniform integer in [0, n); n must be at least 1 (an Error otherwise).
     uint64_t randint(uint64_t n);
     // Standard normal (Box-Muller; the spare value is kept for the next call).
     float normal();

@@ -378,6 +378,10 @@ TEST_CASE("a training checkpoint holding a non-finite tensor is not saved, and t
                          doctest::Contains("1.bias (element 3 is nan)"), Error);
     CHECK(read_bytes(path) == before);
     CHECK(first_non_finite(one.model->state_dict()) == "1.bias (element 3 is nan)");
+    // A file that holds one all the same (edited, or written elsewhere) is not resumed.
+    TrainingCheckpoint edited = TrainingCheckpoint::load(path);
+    edited.model[1].tensor.data()[0] = INFINITY;
+    CHECK_THROWS_WITH_AS(edited.resume(*one.model, one.opt, nullptr), doctest::Contains("cannot be resumed"), Error);
 }
 
 TEST_CASE("MetricsLog: a resume rewrites the logs from the checkpoint's history, whatever the files hold") {

@@ -124,6 +124,13 @@ TrainingCheckpoint TrainingCheckpoint::from_file(const SafetensorsFile& f) {
 }
 
 TrainState TrainingCheckpoint::resume(Module& m, Optimizer& opt, LRScheduler* sched) const {
+    // save() never writes one; an edited or foreign file could hold it, and
+    // the run would stop at its first step.
+    std::vector<TensorEntry> all = model;
+    all.insert(all.end(), optimizer.tensors.begin(), optimizer.tensors.end());
+    if (const std::string bad = first_non_finite(all); !bad.empty())
+        throw Error((source.empty() ? std::string("checkpoint") : source) +
+                    ": cannot be resumed, it holds a tensor that is not finite: " + bad);
     m.load_state_dict(model, true, source.empty() ? "checkpoint" : source);
     opt.load_state_dict(optimizer, kOptim);
     if (sched && !schedule.metadata.empty()) sched->load_state_dict(schedule, kSched);
