@@ -28,12 +28,13 @@ bash .ci/install-deps
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)" --target train_cifar evaluate
 
-train() {  # train NORM THREADS
-  local norm=$1 threads=$2 out="$RESULTS/cnn-$1"
+train() {  # train NORM [THREADS] (no THREADS: MINNOW_NUM_THREADS or every core)
+  local norm=$1 out="$RESULTS/cnn-$1" threads_flag=()
+  [ -n "${2:-}" ] && threads_flag=(--threads "$2")
   mkdir -p "$out"
   # shellcheck disable=SC2086
   ./build/train_cifar --model cnn --norm "$norm" --epochs "$EPOCHS" --out "$out" --resume \
-      --save "$out/final.safetensors" --threads "$threads" "${data_flag[@]}" $EXTRA 2>&1 | tee -a "$out/train.log"
+      --save "$out/final.safetensors" "${threads_flag[@]}" "${data_flag[@]}" $EXTRA 2>&1 | tee -a "$out/train.log"
 }
 
 status=0
@@ -43,8 +44,8 @@ if [ "$PARALLEL" = 1 ]; then
   wait $pb || status=$?
   wait $pn || status=$?
 else
-  train batch 0 || status=$?
-  train none 0 || status=$?   # a diverged run (exit 3) is a result, not a reason to stop
+  train batch || status=$?
+  train none || status=$?   # a diverged run (exit 3) is a result, not a reason to stop
 fi
 
 bash apps/plot_runs.sh "$RESULTS" "$RESULTS/cnn-batch=with BatchNorm" "$RESULTS/cnn-none=without normalisation"
