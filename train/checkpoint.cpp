@@ -13,12 +13,6 @@ bool starts_with(const std::string& s, const char* prefix) { return s.rfind(pref
 const char* const kOwnKeys[] = {"format", "epochs_done", "step", "rng", "metrics_jsonl"};
 }  // namespace
 
-std::string first_non_finite(const std::vector<TensorEntry>& entries) {
-    for (const TensorEntry& e : entries)
-        if (const std::string bad = non_finite_element(e.tensor); !bad.empty()) return e.name + " (" + bad + ")";
-    return "";
-}
-
 std::vector<TensorEntry> model_entries(const SafetensorsFile& f) {
     std::vector<TensorEntry> out;
     for (const auto& e : f.tensors)

@@ -60,10 +60,6 @@ struct TrainingCheckpoint {
     std::string source;  // the file it was loaded from (for messages)
 };
 
-// The name of the first floating-point tensor holding a NaN or an infinity
-// (and where: "features.0.weight (element 12 is nan)"), or "" if all are finite.
-std::string first_non_finite(const std::vector<TensorEntry>& entries);
-
 // The model's part of a safetensors file: a training checkpoint also holds the
 // optimizer ("optim.*") and the schedule ("lr_scheduler.*").
 std::vector<TensorEntry> model_entries(const SafetensorsFile& f);

@@ -14,6 +14,12 @@ std::string non_finite_element(const Tensor& t) {
     return "";
 }
 
+std::string first_non_finite(const std::vector<TensorEntry>& entries) {
+    for (const TensorEntry& e : entries)
+        if (const std::string bad = non_finite_element(e.tensor); !bad.empty()) return e.name + " (" + bad + ")";
+    return "";
+}
+
 StepResult train_step(Module& model, Optimizer& opt, const Batch& b, float label_smoothing,
                       const std::function<void()>& after_backward) {
     opt.zero_grad();
@@ -27,23 +33,17 @@ StepResult train_step(Module& model, Optimizer& opt, const Batch& b, float label
     if (!r.finite()) return r;
     if (after_backward) after_backward();
     opt.step();
-    for (const NamedTensors& state : {model.named_parameters(), model.named_buffers()}) {
-        for (const auto& [name, t] : state)
-            if (const std::string bad = non_finite_element(t); !bad.empty()) {
-                r.non_finite_after_step = name + " (" + bad + ")";
-                return r;
-            }
-    }
+    r.non_finite_after_step = first_non_finite(model.state_dict());
+    if (!r.non_finite_after_step.empty()) return r;
     Tensor pred = argmax(logits, 1);
     for (int64_t i = 0; i < pred.numel(); ++i) r.correct += pred.data()[i] == b.labels.data()[i];
     return r;
 }
 
 std::string diagnose_non_finite(Module& model, const Tensor& images, bool loss_finite) {
-    for (const NamedTensors& state : {model.named_parameters(), model.named_buffers()})
-        for (const auto& [name, t] : state)
-            if (const std::string bad = non_finite_element(t); !bad.empty())
-                return name + " is not finite (" + bad + ")";
+    for (const TensorEntry& e : model.state_dict())
+        if (const std::string bad = non_finite_element(e.tensor); !bad.empty())
+            return e.name + " is not finite (" + bad + ")";
     if (loss_finite) {
         std::string name;
         if (!all_finite_grads(model.named_parameters(), &name)) return "the gradient of " + name + " is not finite";

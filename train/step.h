@@ -38,6 +38,10 @@ StepResult train_step(Module& model, Optimizer& opt, const Batch& b, float label
 
 // "element 12 is nan" for the first element of `t` that is not finite, or "".
 std::string non_finite_element(const Tensor& t);
+// The first tensor holding a NaN or an infinity, and where
+// ("features.0.weight (element 12 is nan)"), or "" if all are finite. With a
+// model's state_dict(): its parameters and buffers, layer by layer.
+std::string first_non_finite(const std::vector<TensorEntry>& entries);
 
 // Called when the loss or the gradient went non-finite: names the first
 // parameter or buffer that is not finite, or else reruns the batch with a hook
