@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 // The studies (apps/study_*.cpp) use autograd, ops, the loss and gradient
@@ -155,6 +157,42 @@ inline EvalResult evaluate(Module& model, std::shared_ptr<const ImageSet> set, i
     return minnow::evaluate(model, std::move(set), test_loader_options(batch_size, mean, std), keep_logits);
 }
 
+// Values of a file's metadata as text, and back: numbers in the shortest text
+// that reads back as the same value, lists comma-separated, bools
+// "true"/"false". from_text throws an Error unless the whole text is a value.
+template <class T> std::string to_text(const T& v) {
+    if constexpr (std::is_same_v<T, std::string>) return v;
+    else if constexpr (std::is_floating_point_v<T>) {
+        char b[40];
+        for (int digits = 6;; ++digits) {
+            std::snprintf(b, sizeof b, "%.*g", digits, static_cast<double>(v));
+            if (static_cast<T>(std::strtod(b, nullptr)) == v || digits == 17) return b;
+        }
+    } else if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
+    else return std::to_string(v);
+}
+template <class T> std::string to_text(const std::vector<T>& v) {
+    std::string s;
+    for (const T& x : v) s += (s.empty() ? "" : ",") + to_text(x);
+    return s;
+}
+template <class T> void from_text(const std::string& s, T& v) {
+    if constexpr (std::is_same_v<T, std::string>) {
+        v = s;
+    } else if constexpr (std::is_same_v<T, bool>) {
+        if (s != "true" && s != "false") throw Error("'" + s + "' is not true or false");
+        v = s == "true";
+    } else {
+        std::istringstream in(s);
+        if (!(in >> v) || !(in >> std::ws).eof()) throw Error("'" + s + "' is not a number");
+    }
+}
+template <class T> void from_text(const std::string& s, std::vector<T>& v) {
+    v.clear();
+    std::istringstream in(s);
+    for (std::string part; std::getline(in, part, ',');) from_text(part, v.emplace_back());
+}
+
 // The per-channel normalisation a file's metadata records under `key`
 // ("mean" or "std": three numbers, comma-separated, as train_cifar writes
 // them), or `fallback` if it records none.
@@ -163,16 +201,14 @@ inline std::vector<float> normalisation_in(const SafetensorsFile& f, const std::
     auto it = f.metadata.find(key);
     if (it == f.metadata.end()) return fallback;
     std::vector<float> v;
-    const char* p = it->second.c_str();
-    while (*p) {
-        char* end = nullptr;
-        const float x = std::strtof(p, &end);
-        if (end == p || !std::isfinite(x) || (key == "std" && x <= 0)) break;
-        v.push_back(x);
-        p = *end == ',' ? end + 1 : end;
-        if (*end != ',' && *end != '\0') break;
+    try {
+        from_text(it->second, v);
+    } catch (const Error&) {
+        v.clear();
     }
-    if (v.size() != 3 || *p)
+    bool ok = v.size() == 3;
+    for (float x : v) ok = ok && std::isfinite(x) && (key != "std" || x > 0);
+    if (!ok)
         throw Error(path + ": metadata '" + key + "' is '" + it->second + "', not three finite numbers" +
                     (key == "std" ? " > 0" : "") + " separated by commas");
     return v;

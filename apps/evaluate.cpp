@@ -92,8 +92,7 @@ int main(int argc, char** argv) {
     app.add_option("--batch-size", o.batch_size, "evaluation batch size")
         ->check(flag::whole(1, 10000))
         ->capture_default_str();
-    app.add_option("--dump-logits", o.dump_logits, "write logits [N,10] (F32) and labels [N] (I64) here")
-        ->check(flag::writable_file());
+    app.add_option("--dump-logits", o.dump_logits, "write logits [N,10] (F32) and labels [N] (I64) here");
     app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)")
         ->check(flag::threads());
     app.add_option("--cache-dir", o.cache_dir, "where decoded image folders are cached")->capture_default_str();

@@ -1,12 +1,15 @@
 // apps/flags.h: the command line of every app and study: each flag checked
 // when it is parsed (with its own name in the message), the folders and files
-// an app will write checked before any work, and the exit codes.
+// an app will write checked first thing in its run (require_writable_*: they
+// also cover a default --out), and the exit codes.
 //
 //     CLI::App app{"train_cifar: ..."};
 //     app.add_option("--epochs", o.epochs, "epochs")->check(flag::whole(1, 100000));
 //     app.add_option("--lr", o.lr, "learning rate")->check(flag::real(0, 1e6));
-//     app.add_option("--out", o.out, "folder for logs")->check(flag::writable_folder());
-//     return run_app(app, argc, argv, [&] { return run(o); });
+//     return run_app(app, argc, argv, [&] {
+//         require_writable_folder(o.out, "--out");
+//         return run(o);
+//     });
 //
 // Exit codes (README, "Exit codes"):
 //   0  done
@@ -50,8 +53,33 @@ struct UsageError : Error {
 // must not be a directory. Each writes and removes a probe file, so an
 // unwritable place is found now, not after an epoch. Throw UsageError naming
 // `flag` and the path.
-void require_writable_folder(const std::string& path, const std::string& flag);
-void require_writable_file(const std::string& path, const std::string& flag);
+inline void require_writable_folder(const std::string& path, const std::string& flag) {
+    namespace fs = std::filesystem;
+    const std::string who = flag + " " + path + ": ";
+    std::error_code ec;
+    if (fs::exists(path, ec) && !fs::is_directory(path, ec)) throw UsageError(who + "exists and is not a folder");
+    fs::create_directories(path, ec);
+    if (ec) throw UsageError(who + "cannot create the folder (" + ec.message() + ")");
+    const std::string probe = (fs::path(path) / (".minnow-write-probe." + std::to_string(::getpid()))).string();
+    std::FILE* f = std::fopen(probe.c_str(), "wb");
+    if (!f) throw UsageError(who + "cannot write in this folder (" + std::strerror(errno) + ")");
+    std::fclose(f);
+    fs::remove(probe, ec);
+}
+
+inline void require_writable_file(const std::string& path, const std::string& flag) {
+    namespace fs = std::filesystem;
+    const std::string who = flag + " " + path + ": ";
+    std::error_code ec;
+    if (path.empty()) throw UsageError(who + "an empty path");
+    if (fs::is_directory(path, ec)) throw UsageError(who + "is a folder, expected a file name");
+    if (fs::exists(path, ec) && !fs::is_regular_file(path, ec))
+        throw UsageError(who + "exists and is not a regular file");
+    const fs::path parent = fs::path(path).parent_path();
+    // The file is written as a temporary beside it, then renamed: the folder
+    // must be writable, not only the file.
+    require_writable_folder(parent.empty() ? "." : parent.string(), flag + "'s folder");
+}
 
 namespace flag {
 
@@ -93,51 +121,7 @@ inline CLI::Validator real(double lo, double hi, bool open_lo = false) {
 // --threads: 1..kMaxThreads (more threads than cores only warns, in setup_threads).
 inline CLI::Validator threads() { return whole(1, kMaxThreads); }
 
-// A validator from a check that throws (require_writable_folder, ...).
-inline CLI::Validator from_check(void (*check)(const std::string&, const std::string&), const char* description) {
-    return CLI::Validator(
-        [check](std::string& s) -> std::string {
-            try {
-                check(s, "");
-            } catch (const Error& e) {
-                return e.what();
-            }
-            return "";
-        },
-        description);
-}
-inline CLI::Validator writable_folder() { return from_check(require_writable_folder, "writable folder"); }
-inline CLI::Validator writable_file() { return from_check(require_writable_file, "writable file"); }
-
 }  // namespace flag
-
-inline void require_writable_folder(const std::string& path, const std::string& flag) {
-    namespace fs = std::filesystem;
-    const std::string who = (flag.empty() ? "" : flag + " ") + path + ": ";
-    std::error_code ec;
-    if (fs::exists(path, ec) && !fs::is_directory(path, ec)) throw UsageError(who + "exists and is not a folder");
-    fs::create_directories(path, ec);
-    if (ec) throw UsageError(who + "cannot create the folder (" + ec.message() + ")");
-    const std::string probe = (fs::path(path) / (".minnow-write-probe." + std::to_string(::getpid()))).string();
-    std::FILE* f = std::fopen(probe.c_str(), "wb");
-    if (!f) throw UsageError(who + "cannot write in this folder (" + std::strerror(errno) + ")");
-    std::fclose(f);
-    fs::remove(probe, ec);
-}
-
-inline void require_writable_file(const std::string& path, const std::string& flag) {
-    namespace fs = std::filesystem;
-    const std::string who = (flag.empty() ? "" : flag + " ") + path + ": ";
-    std::error_code ec;
-    if (path.empty()) throw UsageError(who + "an empty path");
-    if (fs::is_directory(path, ec)) throw UsageError(who + "is a folder, expected a file name");
-    if (fs::exists(path, ec) && !fs::is_regular_file(path, ec))
-        throw UsageError(who + "exists and is not a regular file");
-    const fs::path parent = fs::path(path).parent_path();
-    // The file is written as a temporary beside it, then renamed: the folder
-    // must be writable, not only the file.
-    require_writable_folder(parent.empty() ? "." : parent.string(), flag.empty() ? "" : flag + "'s folder");
-}
 
 // MINNOW_NUM_THREADS, then --threads (0: not given), with a warning when
 // there are more threads than cores.

@@ -20,8 +20,6 @@
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
-#include <type_traits>
 
 #include "apps/common.h"
 #include "layers/norm_factory.h"
@@ -55,34 +53,6 @@ struct Options {
 // command line that says otherwise is refused (a run with another recipe is
 // a new run, started from the checkpoint's weights with --init). --epochs and
 // --steps may grow: continuing further is what a resume is for.
-template <class T> std::string to_text(const T& v) {
-    if constexpr (std::is_same_v<T, std::string>) return v;
-    else if constexpr (std::is_floating_point_v<T>) {  // the shortest text that reads back as v
-        char b[40];
-        for (int digits = 6;; ++digits) {
-            std::snprintf(b, sizeof b, "%.*g", digits, static_cast<double>(v));
-            if (static_cast<T>(std::strtod(b, nullptr)) == v || digits == 17) return b;
-        }
-    } else if constexpr (std::is_same_v<T, bool>) return v ? "true" : "false";
-    else return std::to_string(v);
-}
-template <class T> std::string to_text(const std::vector<T>& v) {
-    std::string s;
-    for (const T& x : v) s += (s.empty() ? "" : ",") + to_text(x);
-    return s;
-}
-template <class T> void from_text(const std::string& s, T& v) {
-    std::istringstream in(s);
-    if constexpr (std::is_same_v<T, std::string>) v = s;
-    else if constexpr (std::is_same_v<T, bool>) v = s == "true";
-    else if (!(in >> v)) throw Error("'" + s + "' is not a number");
-}
-template <class T> void from_text(const std::string& s, std::vector<T>& v) {
-    v.clear();
-    std::istringstream in(s);
-    for (std::string part; std::getline(in, part, ',');) from_text(part, v.emplace_back());
-}
-
 struct RecipeField {
     std::string flag;  // without the dashes; also the checkpoint's metadata key
     std::function<std::string(const Options&)> get;
@@ -300,10 +270,8 @@ int main(int argc, char** argv) {
     app.add_option("--test-limit", o.test_limit, "use N test images, evenly across the classes (0: all)")
         ->check(flag::whole(0, int64_t{1000000000}));
     app.add_option("--init", o.init, "start from this safetensors state (e.g. written by PyTorch)");
-    app.add_option("--save", o.save, "write the final model state here (safetensors, PyTorch names)")
-        ->check(flag::writable_file());
-    app.add_option("--out", o.out, "folder for logs and checkpoints (default results/MODEL-NORM)")
-        ->check(flag::writable_folder());
+    app.add_option("--save", o.save, "write the final model state here (safetensors, PyTorch names)");
+    app.add_option("--out", o.out, "folder for logs and checkpoints (default results/MODEL-NORM)");
     app.add_flag("--resume", o.resume, "continue from OUT/checkpoint.safetensors if it exists, with its recipe");
     app.add_option("--threads", o.threads, "threads (default: MINNOW_NUM_THREADS or every core)")
         ->check(flag::threads());
