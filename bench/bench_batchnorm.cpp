@@ -12,6 +12,10 @@
 //                                  (as PyTorch is timed): adds the engine's bookkeeping
 //   BatchNormReference_FwdBwd      the autograd-primitives version, through the engine
 //   BatchNorm2d_CopyFloor          memcpy of one such tensor (the memory-bandwidth floor)
+//   BatchNorm2d_Relu_Fused         BatchNorm2d + ReLU, forward + backward through the
+//                                  engine, as one node (Module::call_relu)
+//   BatchNorm2d_Relu_Unfused       the same as two nodes, relu(bn(x)): ReLU's own
+//                                  pass each way and its saved output
 //
 // Memory counters (MB), measured with glibc's mallinfo2() after emptying
 // minnow's block cache (release_cached_memory()), so every block the step
@@ -34,8 +38,10 @@
 
 #include <cstdio>
 #include <cstring>
+#include <functional>
 
 #include "core/autograd.h"
+#include "core/ops.h"
 #include "core/parallel.h"
 #include "core/random.h"
 #include "layers/batchnorm.h"
@@ -63,11 +69,16 @@ struct Inputs {
     }
 };
 
-void memory_counters(benchmark::State& state, BatchNorm& bn, Tensor& x, const Tensor& dy) {
+// The layer's step, by default its forward().
+using Forward = std::function<Tensor(BatchNorm&, const Tensor&)>;
+Tensor plain_forward(BatchNorm& bn, const Tensor& x) { return bn.forward(x); }
+
+void memory_counters(benchmark::State& state, BatchNorm& bn, Tensor& x, const Tensor& dy,
+                     const Forward& forward = plain_forward) {
     {  // what the graph holds once forward has run
         release_cached_memory();
         const double before = allocated_bytes();
-        Tensor y = bn.forward(x);
+        Tensor y = forward(bn, x);
         release_cached_memory();  // drop the intermediates forward already freed
         const double graph = allocated_bytes() - before;
         state.counters["graph_MB"] = graph / kMB;
@@ -76,7 +87,7 @@ void memory_counters(benchmark::State& state, BatchNorm& bn, Tensor& x, const Te
     {  // the high-water mark of a whole step
         release_cached_memory();
         const double before = allocated_bytes();
-        Tensor y = bn.forward(x);
+        Tensor y = forward(bn, x);
         y.backward(dy);
         state.counters["peak_MB"] = (allocated_bytes() - before) / kMB;
     }
@@ -110,21 +121,27 @@ void BatchNorm2d_FwdBwd(benchmark::State& state) {
 // Forward + backward through Tensor::backward() with x a leaf, for any layer
 // (the hand-derived BatchNorm2d and the autograd-primitives reference alike).
 template <class Layer>
-void FwdBwdThroughEngine(benchmark::State& state) {
+void FwdBwdThroughEngine(benchmark::State& state, const Forward& forward = plain_forward) {
     set_num_threads(static_cast<int>(state.range(0)));
     Inputs in;
     Layer bn(64);
     for (auto _ : state) {
-        Tensor y = bn.forward(in.x);
+        Tensor y = forward(bn, in.x);
         y.backward(in.dy);
         in.x.zero_grad();
         bn.zero_grad();
     }
-    memory_counters(state, bn, in.x, in.dy);
+    memory_counters(state, bn, in.x, in.dy, forward);
 }
 
 void BatchNorm2d_FwdBwd_Engine(benchmark::State& state) { FwdBwdThroughEngine<BatchNorm2d>(state); }
 void BatchNormReference_FwdBwd(benchmark::State& state) { FwdBwdThroughEngine<BatchNormReference>(state); }
+void BatchNorm2d_Relu_Fused(benchmark::State& state) {
+    FwdBwdThroughEngine<BatchNorm2d>(state, [](BatchNorm& bn, const Tensor& x) { return bn.call_relu(x); });
+}
+void BatchNorm2d_Relu_Unfused(benchmark::State& state) {
+    FwdBwdThroughEngine<BatchNorm2d>(state, [](BatchNorm& bn, const Tensor& x) { return relu(bn(x)); });
+}
 
 void BatchNorm2d_CopyFloor(benchmark::State& state) {
     Tensor src = Tensor::normal(kShape, 0.f, 1.f);
@@ -139,6 +156,8 @@ BENCHMARK(BatchNorm2d_Forward)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTi
 BENCHMARK(BatchNorm2d_FwdBwd)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BatchNorm2d_FwdBwd_Engine)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BatchNormReference_FwdBwd)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+BENCHMARK(BatchNorm2d_Relu_Fused)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BatchNorm2d_Relu_Unfused)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BatchNorm2d_CopyFloor)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

@@ -46,18 +46,36 @@ namespace channel_kernels {
 using ForwardCoef = std::function<void(int64_t c, double mean, double var, float& scale, float& shift)>;
 // Per channel c: mean and biased var of x (two passes: the mean, then squared
 // deviations), (scale, shift) = coef(c, mean, var), then y = x * scale + shift.
-void normalize(const float* x, const ChannelView& v, const ForwardCoef& coef, float* y);
-// y = x * scale[c] + shift[c]  (when the statistics are known already).
-void scale_shift(const float* x, const ChannelView& v, const float* scale, const float* shift, float* y);
+// With relu, y = relu(x * scale + shift) in the same pass: BatchNorm and the
+// ReLU after it in one pass over memory (relu(z) = z for z > 0 and for NaN,
+// else 0, as core's relu()).
+void normalize(const float* x, const ChannelView& v, const ForwardCoef& coef, float* y, bool relu = false);
+// y = x * scale[c] + shift[c]  (when the statistics are known already), or
+// its relu.
+void scale_shift(const float* x, const ChannelView& v, const float* scale, const float* shift, float* y,
+                 bool relu = false);
 
 // Given a channel's gradient sums, the (a, b, k) of its input gradient.
 using BackwardCoef =
     std::function<void(int64_t c, double sum_dy, double sum_dy_xmu, float& a, float& b, float& k)>;
+// The ReLU after a normalisation, as its backward sees it: the (scale, shift)
+// [C] the forward used, from which z = x * scale + shift, and with it ReLU's
+// mask [z > 0], is recomputed instead of saved. z is computed by one function
+// in norm.cpp for the forward and the backward, so the mask has the forward's
+// bits.
+struct ReluAfter {
+    const float* scale;
+    const float* shift;
+};
 // Per channel c: sum_dy = sum of dy, sum_dy_xmu = sum of dy * (x - mean[c]),
 // (a, b, k) = coef(c, sum_dy, sum_dy_xmu), then (unless dx is null)
 // dx = a * (dy - b - (x - mean[c]) * k).
+// With relu, dy is the gradient of relu(z) and everything above is taken over
+// g = dy where z > 0 (or z is NaN), else 0, the gradient that reaches z: the
+// same two passes, without ReLU's own pass over memory, and the same sums in
+// the same order as ReLU's backward writing g and this reading it.
 void backward(const float* dy, const float* x, const ChannelView& v, const float* mean,
-              const BackwardCoef& coef, float* dx);
+              const BackwardCoef& coef, float* dx, const ReluAfter* relu = nullptr);
 }  // namespace channel_kernels
 
 }  // namespace minnow

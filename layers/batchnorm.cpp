@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <typeinfo>
 
 #include "core/autograd.h"
 #include "core/parallel.h"
@@ -71,11 +72,27 @@ namespace minnow {
 // (xhat_i * mean(g xhat) = (x_i - mu) * k). Only x (shared with the caller,
 // not copied) and the per-channel mean and invstd are saved: xhat is
 // recomputed on the fly, which is cheaper than storing and reloading it.
+//
+// BatchNorm followed by ReLU (batch_norm_relu, r_i = max(y_i, 0)): the
+// gradient reaching y is  g_i = dL/dr_i * [y_i > 0],  and (1)-(3) hold with
+// that g. The mask is recomputed from x, as y_i = x_i * scale + shift with
+// the forward's scale = gamma * invstd and shift = beta - mu * scale (saved,
+// two floats per channel), so the same bits as the forward's y; the passes
+// stay two.
+// Memory: the node saves x, and with the ReLU two more [C] vectors. The
+// pair unfused saves as much (ReLU's saved output is the tensor the next
+// layer saves anyway), but writes y, a tensor of x's size alive until the
+// ReLU has run, and in the backward ReLU's gradient dL/dy, another. Passes
+// over a tensor of x's size, unfused -> fused: forward, read x, write y, read
+// y, write r -> read x, write r (5 -> 2 with BatchNorm's reread of x from
+// cache); backward, read dL/dr, read r, write dL/dy, read dL/dy and x, write
+// dx -> read dL/dr and x, write dx (6 -> 3).
 struct BatchNormBackward : Node {
     Tensor x;             // the input, [N, C, *]
     Tensor mean, invstd;  // [C]: the statistics x was normalised with
     Tensor weight;        // gamma [C], or undefined (gamma = 1)
     bool batch_stats = true;  // mean/invstd computed from x (training) or constants (eval)
+    Tensor scale, shift;      // [C], with a fused ReLU only: y = x * scale + shift
 
     std::vector<Tensor> backward(const Tensor& dy) override {
         const ChannelView v(x.shape());
@@ -97,12 +114,14 @@ struct BatchNormBackward : Node {
             b = batch ? static_cast<float>(sum_dy / m) : 0.f;   //      mean(g)
             k = batch ? static_cast<float>(is[c] * sum_dy_xhat / m) : 0.f;  // invstd * mean(g xhat)
         };
-        channel_kernels::backward(dy.data(), x.data(), v, mean.data(), coef,
-                                  dx.defined() ? dx.data() : nullptr);
+        const channel_kernels::ReluAfter relu{scale.defined() ? scale.data() : nullptr,
+                                              shift.defined() ? shift.data() : nullptr};
+        channel_kernels::backward(dy.data(), x.data(), v, mean.data(), coef, dx.defined() ? dx.data() : nullptr,
+                                  scale.defined() ? &relu : nullptr);
         return {dx, dweight, dbias};
     }
-    void release_saved() override { x = mean = invstd = weight = Tensor(); }
-    const char* name() const override { return "BatchNormBackward"; }
+    void release_saved() override { x = mean = invstd = weight = scale = shift = Tensor(); }
+    const char* name() const override { return scale.defined() ? "BatchNormReluBackward" : "BatchNormBackward"; }
 };
 
 // ================================================================ forward
@@ -112,8 +131,11 @@ static void check_per_channel(const Tensor& t, int64_t C, const char* what, cons
                     ", expected [" + std::to_string(C) + "] for input of shape " + shape_str(x.shape()));
 }
 
-Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
-                  const Tensor& weight, const Tensor& bias, bool training, float momentum, float eps) {
+// batch_norm, and with relu batch_norm_relu: the same code, the ReLU applied in
+// the pass that writes y.
+static Tensor batch_norm_impl(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                              const Tensor& weight, const Tensor& bias, bool training, float momentum, float eps,
+                              bool relu) {
     if (x.dim() < 2)
         throw Error("batch_norm: expected an input [N, C, *] with at least 2 dims, got shape " +
                     shape_str(x.shape()));
@@ -130,10 +152,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
     if (!training && (!running_mean.defined() || !running_var.defined()))
         throw Error("batch_norm: eval mode (training=false) needs running_mean and running_var");
 
-    // mean[c] and invstd[c] = 1 / sqrt(var[c] + eps): saved for backward.
+    // mean[c] and invstd[c] = 1 / sqrt(var[c] + eps): saved for backward, and
+    // with the ReLU the scale[c] and shift[c] that y was computed with.
     Tensor mean = Tensor::empty({C}), invstd = Tensor::empty({C});
+    Tensor scale = Tensor::empty({C}), shift = Tensor::empty({C});
     float* pm = mean.data();
     float* pi = invstd.data();
+    float* ps = scale.data();
+    float* pt = shift.data();
     const float* gamma = weight.defined() ? weight.data() : nullptr;
     const float* beta = bias.defined() ? bias.data() : nullptr;
     Tensor rm = running_mean, rv = running_var;  // handles: updated in place
@@ -143,31 +169,31 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
 
     // y = gamma * (x - mean) * invstd + beta = x * scale + shift, with
     // scale = gamma * invstd and shift = beta - mean * scale.
-    auto scale_shift_of = [&](int64_t c, float& scale, float& shift) {
-        scale = (gamma ? gamma[c] : 1.f) * pi[c];
-        shift = (beta ? beta[c] : 0.f) - pm[c] * scale;
+    auto scale_shift_of = [&](int64_t c, float& sc, float& sh) {
+        sc = ps[c] = (gamma ? gamma[c] : 1.f) * pi[c];
+        sh = pt[c] = (beta ? beta[c] : 0.f) - pm[c] * sc;
     };
     if (training) {
         const double f = momentum;
         const double unbias = static_cast<double>(m) / static_cast<double>(m - 1);
-        auto coef = [&](int64_t c, double mu, double var, float& scale, float& shift) {
+        auto coef = [&](int64_t c, double mu, double var, float& sc, float& sh) {
             pm[c] = static_cast<float>(mu);
             pi[c] = static_cast<float>(1.0 / std::sqrt(var + eps));
             // running = (1 - momentum) * running + momentum * batch, with the
             // unbiased variance var * m / (m - 1) for running_var.
             if (prm) prm[c] = static_cast<float>(f * mu + (1 - f) * prm[c]);
             if (prv) prv[c] = static_cast<float>(f * var * unbias + (1 - f) * prv[c]);
-            scale_shift_of(c, scale, shift);
+            scale_shift_of(c, sc, sh);
         };
-        channel_kernels::normalize(x.data(), v, coef, y.data());
+        channel_kernels::normalize(x.data(), v, coef, y.data(), relu);
     } else {
-        std::vector<float> scale(C), shift(C);
+        float sc, sh;
         for (int64_t c = 0; c < C; ++c) {
             pm[c] = prm[c];
             pi[c] = static_cast<float>(1.0 / std::sqrt(static_cast<double>(prv[c]) + eps));
-            scale_shift_of(c, scale[c], shift[c]);
+            scale_shift_of(c, sc, sh);
         }
-        channel_kernels::scale_shift(x.data(), v, scale.data(), shift.data(), y.data());
+        channel_kernels::scale_shift(x.data(), v, ps, pt, y.data(), relu);
     }
 
     if (!any_requires_grad({x, weight, bias})) return y;
@@ -177,7 +203,21 @@ Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& run
     node->invstd = invstd;
     if (weight.defined()) node->weight = weight.detach();
     node->batch_stats = training;
+    if (relu) {
+        node->scale = scale;
+        node->shift = shift;
+    }
     return attach(y, node, {x, weight, bias});
+}
+
+Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, bool training, float momentum, float eps) {
+    return batch_norm_impl(x, running_mean, running_var, weight, bias, training, momentum, eps, /*relu=*/false);
+}
+
+Tensor batch_norm_relu(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                       const Tensor& bias, bool training, float momentum, float eps) {
+    return batch_norm_impl(x, running_mean, running_var, weight, bias, training, momentum, eps, /*relu=*/true);
 }
 
 // ================================================================ the module
@@ -284,14 +324,25 @@ void BatchNorm::check_input(const Tensor& x, bool batch_stats) const {
                     shape_str(x.shape()));
 }
 
-Tensor BatchNorm::forward(const Tensor& x) {
+Tensor BatchNorm::forward(const Tensor& x) { return forward_impl(x, /*relu=*/false); }
+
+// A subclass that computes something else in forward() (GatedBatchNorm2d,
+// BatchNormReference) takes Module's relu(forward(x)), not this fused pass.
+Tensor BatchNorm::forward_relu(const Tensor& x) {
+    const std::type_info& t = typeid(*this);
+    if (t != typeid(BatchNorm) && t != typeid(BatchNorm1d) && t != typeid(BatchNorm2d)) return Module::forward_relu(x);
+    return forward_impl(x, /*relu=*/true);
+}
+
+Tensor BatchNorm::forward_impl(const Tensor& x, bool relu) {
     const Plan p = plan();
     check_input(x, p.batch_stats);
+    const auto fn = relu ? batch_norm_relu : batch_norm;
     if (!p.batch_stats)  // eval mode, or frozen statistics
-        return batch_norm(x, running_mean, running_var, weight, bias, /*training=*/false, 0.f, eps_);
+        return fn(x, running_mean, running_var, weight, bias, /*training=*/false, 0.f, eps_);
     const float factor = p.update_running ? count_batch() : 0.f;
-    return batch_norm(x, p.update_running ? running_mean : Tensor(),
-                      p.update_running ? running_var : Tensor(), weight, bias, /*training=*/true, factor, eps_);
+    return fn(x, p.update_running ? running_mean : Tensor(), p.update_running ? running_var : Tensor(), weight,
+              bias, /*training=*/true, factor, eps_);
 }
 
 }  // namespace minnow

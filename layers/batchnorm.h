@@ -51,6 +51,11 @@ namespace minnow {
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
                   const Tensor& weight, const Tensor& bias, bool training, float momentum = 0.1f,
                   float eps = 1e-5f);
+// relu(batch_norm(...)) in the same passes over memory, forward and backward,
+// with the same bits (see batchnorm.cpp): one node that saves only x.
+Tensor batch_norm_relu(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,
+                       const Tensor& weight, const Tensor& bias, bool training, float momentum = 0.1f,
+                       float eps = 1e-5f);
 
 class BatchNorm : public Module {
 public:
@@ -61,6 +66,8 @@ public:
                        bool track_running_stats = true);
 
     Tensor forward(const Tensor& x) override;
+    // relu(forward(x)) by batch_norm_relu (Module::call_relu uses it).
+    Tensor forward_relu(const Tensor& x) override;
     std::string type_name() const override { return type_name_; }
     std::string extra_repr() const override;
 
@@ -109,6 +116,7 @@ protected:
     // this batch in the running statistics: momentum, or 1 / count without one.
     float count_batch();
     std::string layer_name() const;  // "BatchNorm2d(64)", for error messages
+    Tensor forward_impl(const Tensor& x, bool relu);  // forward(), or forward_relu()
 
 private:
     std::string type_name_;

@@ -45,9 +45,10 @@ BasicBlock::BasicBlock(int64_t cin, int64_t cout, int64_t stride, const std::str
     }
 }
 
-// out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))
+// out = relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)); call_relu is
+// relu(bn1(...)), as one pass for BatchNorm (layers/module.h).
 Tensor BasicBlock::forward(const Tensor& x) {
-    Tensor out = relu((*bn1)((*conv1)(x)));
+    Tensor out = bn1->call_relu((*conv1)(x));
     out = (*bn2)((*conv2)(out));
     return relu(add(out, (*shortcut)(x)));
 }
@@ -70,7 +71,7 @@ ResNet20::ResNet20(const std::string& norm, int64_t num_classes, int64_t n) {
 }
 
 Tensor ResNet20::forward(const Tensor& x) {
-    Tensor out = relu((*bn1)((*conv1)(x)));
+    Tensor out = bn1->call_relu((*conv1)(x));
     out = (*layer3)((*layer2)((*layer1)(out)));
     return (*linear)(adaptive_avg_pool2d(out, 1).flatten(1));
 }

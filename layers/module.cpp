@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/ops.h"
+#include "layers/activation.h"
 
 namespace minnow {
 
@@ -25,6 +26,13 @@ Tensor Module::operator()(const Tensor& x) {
     }
     for (auto& hook : hooks_) hook(*this, y);
     return y;
+}
+
+Tensor Module::forward_relu(const Tensor& x) { return relu(forward(x)); }
+
+Tensor Module::call_relu(const Tensor& x) {
+    if (!hooks_.empty() || forward_timer()) return relu((*this)(x));
+    return forward_relu(x);
 }
 
 size_t Module::register_forward_hook(ForwardHook hook) {
@@ -215,9 +223,23 @@ Sequential::Sequential(std::vector<std::shared_ptr<Module>> modules) {
 
 void Sequential::push_back(std::shared_ptr<Module> m) { add_child(std::to_string(size()), std::move(m)); }
 
+// A child followed by a ReLU that nothing observes (no hooks) is one
+// call_relu(): BatchNorm + ReLU run as one pass, the same values either way.
 Tensor Sequential::forward(const Tensor& x) {
     Tensor h = x;
-    for (const auto& [n, m] : named_children()) h = (*m)(h);
+    const auto& children = named_children();
+    for (size_t i = 0; i < children.size(); ++i) {
+        Module& m = *children[i].second;
+        const bool relu_next = i + 1 < children.size() &&
+                               dynamic_cast<const ReLU*>(children[i + 1].second.get()) &&
+                               !children[i + 1].second->has_forward_hooks();
+        if (relu_next && !forward_timer()) {
+            h = m.call_relu(h);
+            ++i;
+        } else {
+            h = m(h);
+        }
+    }
     return h;
 }
 

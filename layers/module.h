@@ -82,6 +82,14 @@ public:
     // Calls forward(), then the forward hooks. Call children through this
     // (`(*conv)(x)`), not through forward(), so their hooks run too.
     Tensor operator()(const Tensor& x);
+    // relu((*this)(x)). Through forward_relu() when nothing can observe the
+    // output before the ReLU (no forward hook, no forward timer): a module
+    // that can apply the ReLU in its own pass over memory (BatchNorm) does,
+    // with the same bits. Sequential uses it for a child followed by a ReLU.
+    Tensor call_relu(const Tensor& x);
+    // relu(forward(x)); BatchNorm overrides it with its fused pass.
+    virtual Tensor forward_relu(const Tensor& x);
+    bool has_forward_hooks() const { return !hooks_.empty(); }
     // A hook sees the module and its output after every call (used, e.g., to
     // find the first layer whose output went non-finite). Returns its index.
     using ForwardHook = std::function<void(Module&, const Tensor& output)>;
