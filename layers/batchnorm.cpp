@@ -84,8 +84,8 @@ namespace minnow {
 // layer saves anyway), but writes y, a tensor of x's size alive until the
 // ReLU has run, and in the backward ReLU's gradient dL/dy, another. Passes
 // over a tensor of x's size, unfused -> fused: forward, read x, write y, read
-// y, write r -> read x, write r (5 -> 2 with BatchNorm's reread of x from
-// cache); backward, read dL/dr, read r, write dL/dy, read dL/dy and x, write
+// y, write r -> read x, write r (4 -> 2, besides BatchNorm's rereads of x
+// from cache); backward, read dL/dr, read r, write dL/dy, read dL/dy and x, write
 // dx -> read dL/dr and x, write dx (6 -> 3).
 struct BatchNormBackward : Node {
     Tensor x;             // the input, [N, C, *]
