@@ -19,14 +19,6 @@ using namespace minnow::testing;
 
 namespace {
 
-// The direct levels this CPU has (avx2, avx512): none without AVX2.
-std::vector<Isa> direct_levels() {
-    std::vector<Isa> out;
-    for (Isa isa : {Isa::avx2, Isa::avx512})
-        if (isa_supported(isa)) out.push_back(isa);
-    return out;
-}
-
 bool same_bits(const Tensor& a, const Tensor& b) {
     return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0;
 }
@@ -64,7 +56,7 @@ void check_fresh(Conv2d& conv, Tensor x, const Tensor& dy, const char* after, bo
 TEST_CASE("layers: Conv2d's kept packed weights give the bits of a fresh packing") {
     const int saved = get_num_threads();
     Generator g(21);
-    for (Isa isa : direct_levels())
+    for (Isa isa : direct_isas())
         for (int threads : {1, 2})
             for (int64_t N : {1, 3}) {  // N = 1 with 2 threads: each image split by output channels
                 const std::string isa_text = isa_name(isa);
@@ -83,7 +75,7 @@ TEST_CASE("layers: Conv2d's kept packed weights give the bits of a fresh packing
 }
 
 TEST_CASE("layers: Conv2d's packed weights follow every write to the weights") {
-    if (direct_levels().empty()) {
+    if (direct_isas().empty()) {
         MESSAGE("this CPU has no AVX2: the direct 3x3 kernels are not used");
         return;
     }
@@ -123,7 +115,7 @@ TEST_CASE("layers: Conv2d's packed weights follow every write to the weights") {
 }
 
 TEST_CASE("layers: Conv2d's packed weights are not those of a freed tensor at the same address") {
-    if (direct_levels().empty()) return;
+    if (direct_isas().empty()) return;
     Generator g(23);
     Tensor x = Tensor::uniform({1, 64, 4, 4}, -1.f, 1.f, &g);
     const float* first_address = nullptr;
@@ -140,11 +132,11 @@ TEST_CASE("layers: Conv2d's packed weights are not those of a freed tensor at th
 }
 
 TEST_CASE("layers: Conv2d's packed weights across a change of instruction-set level") {
-    if (direct_levels().empty()) return;
+    if (direct_isas().empty()) return;
     Generator g(24);
     Conv2d conv(16, 16, 3, 1, 1, true, &g);
     Tensor x = rand_leaf({2, 16, 8, 8}, g), dy = Tensor::uniform({2, 16, 8, 8}, -1.f, 1.f, &g);
-    for (Isa isa : direct_levels()) {
+    for (Isa isa : direct_isas()) {
         const std::string isa_text = isa_name(isa);
         CAPTURE(isa_text);
         ScopedIsa scoped(isa);
@@ -161,14 +153,14 @@ TEST_CASE("layers: Conv2d's packed weights across a change of instruction-set le
 }
 
 TEST_CASE("layers: gradcheck of a direct 3x3 Conv2d (inputs written through kept pointers)") {
-    if (direct_levels().empty()) return;
+    if (direct_isas().empty()) return;
     Generator g(25);
     auto f = [](const std::vector<Tensor>& v) { return conv2d(v[0], v[1], v[2], 1, 1); };
     expect_gradcheck(f, {rand_leaf({1, 8, 4, 4}, g), rand_leaf({8, 8, 3, 3}, g), rand_leaf({8}, g)});
 }
 
 TEST_CASE("layers: Conv2d's packed-weight cache stays bounded") {
-    if (direct_levels().empty()) return;
+    if (direct_isas().empty()) return;
     using conv2d_detail::kPackedCacheFloats;
     using conv2d_detail::packed_cache_floats;
     Generator g(26);
