@@ -29,6 +29,8 @@ int64_t direct3x3_scratch_floats(int64_t in_channels, int64_t H, int64_t W);
 //   transposed = false:  y = conv(x, w)                 (O outputs from C inputs)
 //   transposed = true:   y = conv(x, w flipped, c<->o)  (C outputs from O inputs:
 //                        the input gradient, see conv3x3.cpp)
+// The layout is the same at every instruction-set level (layers/conv2d_direct3x3.cpp
+// keeps packings across a change of level on that ground).
 void pack3x3_weights(const float* w, int64_t O, int64_t C, bool transposed, float* packed);
 
 // One image: y [out_channels, H, W] = conv(x [in_channels, H, W]) + bias (bias may be null),

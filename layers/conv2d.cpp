@@ -74,9 +74,10 @@
 //
 // ---------------------------------------------------------------- scratch
 // Scratch memory (the col buffers, the per-thread partial dW and db, the
-// packed weights and padded images of the direct kernels: enum Scratch) is
-// kept between calls and grown, never shrunk: a training loop allocates no
-// big scratch buffer after its first step.
+// padded images of the direct kernels: enum Scratch) is kept between calls
+// and grown, never shrunk: a training loop allocates no big scratch buffer
+// after its first step. The direct kernels' packed weights are kept too, and
+// reused while the weights are the same (conv2d_direct3x3.cpp).
 #include "layers/conv2d.h"
 
 #include <omp.h>

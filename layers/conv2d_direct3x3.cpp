@@ -5,11 +5,14 @@
 // thread, or, with fewer images than threads (Plan::split), each image cut by
 // output channels in panels of 8, each thread padding its own copy of the
 // image: no waiting at all. The weight gradient has its own kernel, run over
-// a few images at a time into each thread's partial dW.
+// a few images at a time into each thread's partial dW. The packed weights
+// are kept from call to call while the weights stay the same (below).
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 
+#include "core/tensor.h"
 #include "kernels/conv3x3.h"
 #include "layers/conv2d_paths.h"
 
@@ -17,15 +20,65 @@ namespace minnow::conv2d_detail {
 
 namespace {
 
-// The weights packed for the direct kernel: as they are for the forward,
-// flipped and transposed for the input gradient.
+// ---------------------------------------------------------------- packed weights
+// The kernels read the weights packed (pack3x3_weights). Packed on every call,
+// the reference CNN's 2.2 MB of weights were written again on every forward,
+// the same panels each time when the weights do not change (inference). So
+// each thread keeps the packings it made, each beside a copy of the weights it
+// came from, and reuses one only while the weights are still those, bit for
+// bit: the memcmp costs about a third of packing again. After an optimizer
+// step the memcmp stops at the first changed weight, and the weights are
+// packed (and copied) once for the forward and once for the input gradient.
+//
+// Why the contents and not a version stamp on the storage, bumped whenever
+// data() hands out a float*: such a pointer may be kept and written to at any
+// time later (gradcheck perturbs its inputs that way between calls), and no
+// stamp sees those writes. The comparison sees every change, whoever made it
+// (an optimizer step, load_state_dict, an op in place, a write through a kept
+// pointer, a new tensor where a freed one was). The packed layout is the same
+// at every instruction-set level (kRows = 8, kernels/conv3x3.h), so a change
+// of level needs nothing. Per thread, like the scratch buffers: no locks, and
+// a packing handed out stays put until the same thread's next call.
+struct PackedWeights {
+    const float* source;  // where the weights were read
+    int64_t O, C;
+    bool transposed;
+    Tensor weights, packed;  // a copy of the weights, and their packing
+    uint64_t last_use;
+};
+thread_local std::vector<PackedWeights> packed_cache;
+
 const float* packed_weights(const ConvGeometry& g, const float* Wt, bool transposed) {
-    float* packed = scratch_buffers(Scratch::packed_weights, 1, direct3x3_packed_floats(g.O, g.C))[0];
-    pack3x3_weights(Wt, g.O, g.C, transposed, packed);
-    return packed;
+    thread_local uint64_t clock = 0;
+    const int64_t n = direct3x3_packed_floats(g.O, g.C);
+    auto e = std::find_if(packed_cache.begin(), packed_cache.end(), [&](const PackedWeights& c) {
+        return c.source == Wt && c.O == g.O && c.C == g.C && c.transposed == transposed;
+    });
+    if (e != packed_cache.end() && std::memcmp(e->weights.data(), Wt, n * sizeof(float)) == 0) {
+        e->last_use = ++clock;
+        return e->packed.data();
+    }
+    if (e == packed_cache.end()) {  // a new entry: drop the least recently used ones to make room
+        while (!packed_cache.empty() && packed_cache_floats() + 2 * n > kPackedCacheFloats)
+            packed_cache.erase(std::min_element(
+                packed_cache.begin(), packed_cache.end(),
+                [](const PackedWeights& a, const PackedWeights& b) { return a.last_use < b.last_use; }));
+        e = packed_cache.insert(packed_cache.end(), {Wt, g.O, g.C, transposed, Tensor::empty({n}),
+                                                     Tensor::empty({n}), 0});
+    }
+    std::copy(Wt, Wt + n, e->weights.data());
+    pack3x3_weights(Wt, g.O, g.C, transposed, e->packed.data());
+    e->last_use = ++clock;
+    return e->packed.data();
 }
 
 }  // namespace
+
+int64_t packed_cache_floats() {
+    int64_t total = 0;
+    for (const PackedWeights& e : packed_cache) total += e.weights.numel() + e.packed.numel();
+    return total;
+}
 
 void forward_direct(const Plan& p, const ConvGeometry& g, const float* X, const float* Wt, const float* b, float* Y) {
     const float* packed = packed_weights(g, Wt, /*transposed=*/false);

@@ -44,10 +44,9 @@ enum class Scratch {
     col,             // im2col matrices (then their gradients), one per thread
     partials,        // each thread's partial dW [O*K] and db [O]
     group_output,    // the output (or gradient) of a group of images, [O, G*P]
-    packed_weights,  // the weights packed for the direct kernels
     direct_input,    // the direct kernels' padded images
 };
-constexpr int kScratchKinds = 5;
+constexpr int kScratchKinds = 4;
 // `threads` buffers of at least `floats` floats each.
 std::vector<float*> scratch_buffers(Scratch kind, int threads, int64_t floats);
 
@@ -76,5 +75,10 @@ void input_grad_direct(const Plan& p, const ConvGeometry& g, const float* Wt, co
 // Each thread's partial dW into part[t], as backward_gemm.
 void weight_grad_direct(const Plan& p, const ConvGeometry& g, const float* X, const float* dY,
                         const std::vector<float*>& part);
+// The direct kernels' packed weights, kept between calls per calling thread
+// (conv2d_direct3x3.cpp): at most kPackedCacheFloats floats, weights and
+// packings, or the one packing in use where that alone is more.
+constexpr int64_t kPackedCacheFloats = int64_t{1} << 23;  // 32 MB
+int64_t packed_cache_floats();  // what this thread's cache holds now
 
 }  // namespace minnow::conv2d_detail

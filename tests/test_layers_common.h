@@ -13,6 +13,7 @@
 #include "core/ops.h"
 #include "core/random.h"
 #include "core/safetensors.h"
+#include "kernels/cpu.h"
 #include "test_helpers.h"
 
 namespace minnow::testing {
@@ -48,6 +49,21 @@ inline void check_parity(const Tensor& actual, const Tensor& expected, const std
 inline void expect_gradcheck(const TensorFn& f, const std::vector<Tensor>& xs, GradcheckOptions o = {}) {
     GradcheckResult r = gradcheck(f, xs, o);
     CHECK_MESSAGE(r.ok, r.message);
+}
+
+// The instruction-set levels that choose different convolution kernels on
+// this CPU: generic (im2col + GEMM everywhere) and, where the CPU has them,
+// avx2 and avx512 (the direct 3x3 kernels' AVX2 and AVX-512 tiles).
+inline std::vector<Isa> conv_isas() {
+    std::vector<Isa> out;
+    for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512})
+        if (isa_supported(isa)) out.push_back(isa);
+    return out;
+}
+inline std::vector<Isa> direct_isas() {
+    std::vector<Isa> out = conv_isas();
+    out.erase(out.begin());  // generic
+    return out;
 }
 
 inline Tensor rand_leaf(const Shape& s, Generator& g, float lo = -1.f, float hi = 1.f) {

@@ -187,21 +187,6 @@ TEST_CASE("layers: Conv2d against a naive convolution, serial and image-parallel
     set_num_threads(saved);
 }
 
-// The instruction-set levels that choose different convolution kernels on
-// this CPU: generic (im2col + GEMM everywhere) and, where the CPU has them,
-// avx2 and avx512 (the direct 3x3 kernels' AVX2 and AVX-512 tiles).
-static std::vector<Isa> conv_isas() {
-    std::vector<Isa> out;
-    for (Isa isa : {Isa::generic, Isa::avx2, Isa::avx512})
-        if (isa_supported(isa)) out.push_back(isa);
-    return out;
-}
-static std::vector<Isa> direct_isas() {
-    std::vector<Isa> out = conv_isas();
-    out.erase(out.begin());  // generic
-    return out;
-}
-
 TEST_CASE("layers: Conv2d's direct 3x3 kernels against the definition and against im2col + GEMM") {
     const int saved = get_num_threads();
     // Forward, input gradient and weight gradient by the direct kernels
