@@ -50,6 +50,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "core/autograd.h"
@@ -189,9 +190,28 @@ Bf16Conv2d::Bf16Conv2d(const Conv2d& conv, bf16::Kernel kernel)
     if (!bf16::kernel_available(kernel_))
         throw Error(std::string("Bf16Conv2d: the ") + bf16::kernel_name(kernel_) +
                     " kernel is not available on this machine");
-    const int64_t k = kernel_size, C = in_channels, K = C * k * k;
-    const float* b = conv.bias.defined() ? conv.bias.data() : nullptr;
-    direct_ = stride == 1 && C >= bf16::kDepthBlock;
+    direct_ = stride == 1 && in_channels >= bf16::kDepthBlock;
+    Tensor w = Tensor::empty(conv.weight.shape());
+    for (int64_t e = 0; e < w.numel(); ++e) w.data()[e] = bf16::round(conv.weight.data()[e]);
+    weight = register_buffer("weight", w);
+    if (conv.bias.defined()) bias = register_buffer("bias", conv.bias.clone().detach());
+    pack_if_changed();
+}
+
+// The GEMM reads packed_weight_, made from the weight and bias buffers (the
+// rounding of already rounded weights changes nothing). Anything may write
+// the buffers afterwards (load_state_dict, a user): the packing is made again
+// whenever they differ, bit for bit, from the values it was made from.
+void Bf16Conv2d::pack_if_changed() {
+    const int64_t k = kernel_size, C = in_channels, K = C * k * k, nw = weight.numel();
+    const int64_t nb = bias.defined() ? bias.numel() : 0;
+    if (static_cast<int64_t>(packed_from_.size()) == nw + nb &&
+        std::memcmp(packed_from_.data(), weight.data(), sizeof(float) * nw) == 0 &&
+        (nb == 0 || std::memcmp(packed_from_.data() + nw, bias.data(), sizeof(float) * nb) == 0))
+        return;
+    packed_from_.assign(weight.data(), weight.data() + nw);
+    if (nb) packed_from_.insert(packed_from_.end(), bias.data(), bias.data() + nb);
+    const float* b = nb ? bias.data() : nullptr;
     if (direct_) {  // depth ordered (i, j, channel), channels padded to Cp (see the top)
         const int64_t Cp = bf16::round_up(C, bf16::kDepthBlock), Kd = k * k * Cp;
         std::vector<float> reordered(out_channels * Kd, 0.f);
@@ -199,15 +219,11 @@ Bf16Conv2d::Bf16Conv2d(const Conv2d& conv, bf16::Kernel kernel)
             for (int64_t c = 0; c < C; ++c)
                 for (int64_t i = 0; i < k; ++i)
                     for (int64_t j = 0; j < k; ++j)
-                        reordered[o * Kd + (i * k + j) * Cp + c] = conv.weight.data()[((o * C + c) * k + i) * k + j];
+                        reordered[o * Kd + (i * k + j) * Cp + c] = weight.data()[((o * C + c) * k + i) * k + j];
         packed_weight_ = bf16::pack_a(reordered.data(), out_channels, Kd, Kd, b);
     } else {
-        packed_weight_ = bf16::pack_a(conv.weight.data(), out_channels, K, K, b);
+        packed_weight_ = bf16::pack_a(weight.data(), out_channels, K, K, b);
     }
-    Tensor w = Tensor::empty(conv.weight.shape());
-    for (int64_t e = 0; e < w.numel(); ++e) w.data()[e] = bf16::round(conv.weight.data()[e]);
-    weight = register_buffer("weight", w);
-    if (conv.bias.defined()) bias = register_buffer("bias", conv.bias.clone().detach());
 }
 
 std::string Bf16Conv2d::extra_repr() const {
@@ -233,6 +249,7 @@ Tensor Bf16Conv2d::forward(const Tensor& x) {
         throw Error(me + ": the padded input " + shape_str(x.shape()) + " is smaller than the kernel");
     g.Ho = (g.H + 2 * g.p - g.k) / g.s + 1;
     g.Wo = (g.W + 2 * g.p - g.k) / g.s + 1;
+    pack_if_changed();
     const int64_t K = g.K(), P = g.P(), CHW = g.C * g.H * g.W;
     Tensor y = Tensor::empty({g.N, g.O, g.Ho, g.Wo});
     const float* X = x.data();

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "kernels/gemm_bf16.h"
 #include "layers/conv2d.h"
@@ -45,7 +46,8 @@ public:
     bool fused_relu = false;
     // Buffers under Conv2d's names (so the state_dict keeps its keys): the
     // weights as rounded to bfloat16 (stored as float), the float bias
-    // (undefined if conv had none). The GEMM reads its own packed copy.
+    // (undefined if conv had none). The GEMM reads its own packed copy, made
+    // again by forward() whenever these buffers changed (load_state_dict).
     Tensor weight, bias;
 
     // Stride 1 and at least 32 input channels: the direct way (B tiles read
@@ -53,7 +55,9 @@ public:
     bool direct() const { return direct_; }
 
 private:
+    void pack_if_changed();
     bf16::PackedA packed_weight_;
+    std::vector<float> packed_from_;  // the weight and bias values packed_weight_ was made from
     bf16::Kernel kernel_;
     bool direct_ = false;
 };

@@ -281,6 +281,31 @@ TEST_CASE("bf16: Bf16Conv2d is for inference only") {
     CHECK_THROWS_WITH_AS(fast(Tensor::zeros({1, 2, 5, 5})), doctest::Contains("expected input of shape"), Error);
 }
 
+TEST_CASE("bf16: Bf16Conv2d follows its weight and bias buffers (load_state_dict, writes)") {
+    NoGradGuard no_grad;
+    for (bool direct : {false, true}) {
+        CAPTURE(direct);
+        const int64_t cin = direct ? 32 : 3;
+        Conv2d a(cin, 8, 3, 1, 1), b(cin, 8, 3, 1, 1);
+        a.eval();
+        b.eval();
+        Bf16Conv2d fast(a);
+        fast.eval();
+        CHECK(fast.direct() == direct);
+        Tensor x = Tensor::normal({2, cin, 6, 6}, 0.f, 1.f);
+        Tensor before = fast(x);
+        // b's weights and bias loaded into the bf16 layer: it computes b now.
+        fast.load_state_dict(b.state_dict());
+        Tensor after = fast(x), expected = rounded_reference(x, b);
+        CHECK(max_abs_diff(after, expected) <= 1e-5 * max_abs(expected) + 1e-6);
+        CHECK(max_abs_diff(after, before) > 1e-3);
+        // and a write to the bias buffer alone
+        fast.bias.data()[0] += 1.f;
+        Tensor shifted = fast(x);
+        CHECK(shifted.data()[0] == doctest::Approx(after.data()[0] + 1.f).epsilon(1e-5));
+    }
+}
+
 TEST_CASE("bf16: a folded, converted cnn's logits are close to float32's") {
     manual_seed(10);
     auto reference = make_model("cnn", "batch");
