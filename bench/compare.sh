@@ -37,14 +37,17 @@ echo "minnow: $($PY -c 'import json, sys; print(json.loads(sys.argv[1])["kernels
 # The FMA peak of the vector width minnow's kernels use (at level generic, the
 # CPU's widest: its convolutions are OpenBLAS GEMMs, which pick their own
 # kernels), the best of 5 runs: other work on the machine only lowers it.
+# (nan on a CPU without AVX2 + FMA, where bench_peak.cpp has nothing to run.)
 peak=$(MINNOW_NUM_THREADS=$THREADS "$MICRO" --benchmark_format=json --benchmark_repetitions=5 \
     --benchmark_filter="^FmaPeak/.*/threads:$THREADS/" | $PY -c '
 import json, sys
-isa, gflops = json.loads(sys.argv[1])["isa"], {}
-for b in json.load(sys.stdin)["benchmarks"]:
+isa, gflops, out = json.loads(sys.argv[1])["isa"], {}, sys.stdin.read()
+for b in json.loads(out)["benchmarks"] if out else []:  # nothing when no FmaPeak matched
     if b["run_type"] == "iteration":
         level = b["name"].split("/")[1]
         gflops[level] = max(gflops.get(level, 0), b["GFLOPs"])
+if not gflops:
+    sys.exit(print("nan none"))
 level = {"generic": max(gflops, key=gflops.get), "avx2": "avx2"}.get(isa, "avx512")
 print(gflops[level], level)' "$info")
 read -r peak peak_level <<< "$peak"
