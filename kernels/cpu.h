@@ -27,7 +27,9 @@
 // The kernels for a level are compiled with __attribute__((target(...))) on
 // the innermost functions only, and entered only when active_isa() reaches
 // that level; everything around them (layouts, packing, drivers) is
-// ordinary code that runs on any x86-64 CPU.
+// ordinary code that runs on any x86-64 CPU. Plain loops that the compiler
+// vectorises (max pooling) are compiled once per level the same way and
+// entered at the level in use: kernels/per_isa.h.
 #pragma once
 
 #include <string>

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/autograd.h"
+#include "kernels/cpu.h"
 #include "layers/pooling.h"
 #include "test_layers_common.h"
 
@@ -57,26 +58,37 @@ static MaxPoolResult naive_max_pool(const Tensor& x, int64_t k, int64_t s) {
     return {y, idx};
 }
 
+// At every instruction-set level (its loop is compiled per level,
+// kernels/per_isa.h), on a narrow image and on one wide enough for whole
+// AVX-512 vectors of outputs and a tail.
 TEST_CASE("layers: MaxPool2d without padding against the window-by-window definition (ties, NaN, -inf)") {
-    // Values from a few levels, so windows have ties; some NaNs and -infs.
-    Generator g(21);
-    Tensor x = Tensor::uniform({2, 3, 13, 17}, 0.f, 4.f, &g);
-    float* px = x.data();
-    for (int64_t i = 0; i < x.numel(); ++i) px[i] = std::floor(px[i]);
-    for (int64_t i = 5; i < x.numel(); i += 37) px[i] = NAN;
-    for (int64_t i = 11; i < x.numel(); i += 29) px[i] = -INFINITY;
-    for (int64_t i = 200; i < 240; ++i) px[i] = -INFINITY;  // whole windows of -inf
-    const int64_t ks[][2] = {{2, 2}, {3, 2}, {2, 1}, {3, 3}, {1, 1}};
-    for (const auto& ksz : ks) {
-        CAPTURE(ksz[0]);
-        CAPTURE(ksz[1]);
-        MaxPoolResult r = max_pool2d_with_indices(x, ksz[0], ksz[1]);
-        MaxPoolResult ref = naive_max_pool(x, ksz[0], ksz[1]);
-        REQUIRE(r.output.shape() == ref.output.shape());
-        CHECK(r.indices.to_vector() == ref.indices.to_vector());
-        for (int64_t i = 0; i < ref.output.numel(); ++i) {
-            const float a = r.output.data()[i], b = ref.output.data()[i];
-            if (!(a == b || (std::isnan(a) && std::isnan(b)))) FAIL_CHECK("output " << i << ": " << a << " vs " << b);
+    for (const Shape& shape : {Shape{2, 3, 13, 17}, Shape{1, 2, 7, 75}}) {
+        // Values from a few levels, so windows have ties; some NaNs and -infs.
+        Generator g(21);
+        Tensor x = Tensor::uniform(shape, 0.f, 4.f, &g);
+        float* px = x.data();
+        for (int64_t i = 0; i < x.numel(); ++i) px[i] = std::floor(px[i]);
+        for (int64_t i = 5; i < x.numel(); i += 37) px[i] = NAN;
+        for (int64_t i = 11; i < x.numel(); i += 29) px[i] = -INFINITY;
+        for (int64_t i = 200; i < 240; ++i) px[i] = -INFINITY;  // whole windows of -inf
+        const int64_t ks[][2] = {{2, 2}, {3, 2}, {2, 1}, {3, 3}, {1, 1}};
+        for (Isa isa : supported_isas()) {
+            ScopedIsa scoped(isa);
+            for (const auto& ksz : ks) {
+                CAPTURE(shape_str(shape));
+                CAPTURE(std::string(isa_name(isa)));
+                CAPTURE(ksz[0]);
+                CAPTURE(ksz[1]);
+                MaxPoolResult r = max_pool2d_with_indices(x, ksz[0], ksz[1]);
+                MaxPoolResult ref = naive_max_pool(x, ksz[0], ksz[1]);
+                REQUIRE(r.output.shape() == ref.output.shape());
+                CHECK(r.indices.to_vector() == ref.indices.to_vector());
+                for (int64_t i = 0; i < ref.output.numel(); ++i) {
+                    const float a = r.output.data()[i], b = ref.output.data()[i];
+                    if (!(a == b || (std::isnan(a) && std::isnan(b))))
+                        FAIL_CHECK("output " << i << ": " << a << " vs " << b);
+                }
+            }
         }
     }
 }
