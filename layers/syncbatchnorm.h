@@ -7,7 +7,7 @@
 // the statistics of the whole batch, so that K ranks x B/K images normalise
 // exactly as one process with B images would (up to the order of float
 // additions). What crosses the ranks, per channel (see syncbatchnorm.cpp
-// and docs/batchnorm.md, "Across ranks: SyncBatchNorm"):
+// and docs/batchnorm.md, section 11):
 //   forward:  each rank's count, mean and sum of squared deviations (one
 //             allgather of 3C doubles), combined in rank order;
 //   backward: the two sums of BatchNorm's backward, sum g and
