@@ -113,22 +113,70 @@ void grad_sums_through_relu(const float* dy, const float* x, int64_t len, float 
     }
 }
 
+// Passes 1 and 2 over channel c: its mean (from memory), then the sum of
+// squared deviations from it (from cache), which cannot cancel like
+// E[x^2] - E[x]^2 does when |mean| >> std.
+void channel_moments(const float* x, const ChannelView& v, int64_t c, double& mean, double& m2) {
+    double s = 0;
+    for (int64_t n = 0; n < v.N; ++n) s += run_sums::sum(x + (n * v.C + c) * v.S, v.S);
+    mean = s / static_cast<double>(v.per_channel());
+    double q = 0;
+    for (int64_t n = 0; n < v.N; ++n)
+        q += run_sums::sum_sq_dev(x + (n * v.C + c) * v.S, v.S, static_cast<float>(mean));
+    m2 = q;
+}
+
+// With Relu, dy is the gradient of relu(x * zs + zb) and g (the gradient of
+// z) replaces dy throughout; without, g = dy (zs, zb unused).
+// The backward's pass 1 over channel c: s_dy += sum g, s_dy_xmu += sum g * (x - mu).
+template <bool Relu>
+void channel_grad_sums(const float* dy, const float* x, const ChannelView& v, int64_t c, float mu, float zs,
+                       float zb, double& s_dy, double& s_dy_xmu) {
+    for (int64_t n = 0; n < v.N; ++n) {
+        const int64_t off = (n * v.C + c) * v.S;
+        if (Relu)
+            grad_sums_through_relu(dy + off, x + off, v.S, mu, zs, zb, s_dy, s_dy_xmu);
+        else
+            run_sums::grad_sums(dy + off, x + off, v.S, mu, s_dy, s_dy_xmu);
+    }
+}
+
+// The backward's pass 2 over channel c: dx = a * (g - b - (x - mu) * k).
+// With b = k = 0 (eval mode, frozen statistics) dx = a * g, without x:
+// (x - mu) * 0 is NaN where x is +-inf, and PyTorch's eval backward,
+// gamma * invstd * dy, is finite there. (For finite x both forms give the
+// same bits.)
+template <bool Relu>
+void channel_input_grad(const float* dy, const float* x, const ChannelView& v, int64_t c, float mu, float zs,
+                        float zb, float a, float b, float k, float* dx) {
+    const bool const_stats = b == 0.f && k == 0.f;
+    for (int64_t n = 0; n < v.N; ++n) {
+        const int64_t off = (n * v.C + c) * v.S;
+        const float* dyp = dy + off;
+        const float* xp = x + off;
+        float* dxp = dx + off;
+        if (const_stats) {
+#pragma omp simd
+            for (int64_t i = 0; i < v.S; ++i) dxp[i] = a * (Relu ? relu_grad(dyp[i], affine(xp[i], zs, zb)) : dyp[i]);
+            continue;
+        }
+#pragma omp simd
+        for (int64_t i = 0; i < v.S; ++i) {
+            const float g = Relu ? relu_grad(dyp[i], affine(xp[i], zs, zb)) : dyp[i];
+            dxp[i] = a * (g - b - (xp[i] - mu) * k);
+        }
+    }
+}
+
 template <bool Relu>
 void normalize_impl(const float* x, const ChannelView& v, const channel_kernels::ForwardCoef& coef, float* y) {
     const double m = static_cast<double>(v.per_channel());
 #pragma omp parallel for if (v.numel() > kParallelGrain)
     for (int64_t c = 0; c < v.C; ++c) {
-        // Pass 1: the mean (from memory). Pass 2: the squared deviations
-        // (from cache), which cannot cancel like E[x^2] - E[x]^2 does when
-        // |mean| >> std.
-        double s = 0;
-        for (int64_t n = 0; n < v.N; ++n) s += run_sums::sum(x + (n * v.C + c) * v.S, v.S);
-        const double mean = s / m;
-        double q = 0;
-        for (int64_t n = 0; n < v.N; ++n)
-            q += run_sums::sum_sq_dev(x + (n * v.C + c) * v.S, v.S, static_cast<float>(mean));
+        double mean, m2;
+        channel_moments(x, v, c, mean, m2);  // passes 1 and 2
         float scale, shift;
-        coef(c, mean, q / m, scale, shift);
+        coef(c, mean, m2 / m, scale, shift);
         scale_shift_channel<Relu>(x, v, c, scale, shift, y);  // pass 3 (from cache)
     }
 }
@@ -139,49 +187,38 @@ void scale_shift_impl(const float* x, const ChannelView& v, const float* scale, 
     for (int64_t c = 0; c < v.C; ++c) scale_shift_channel<Relu>(x, v, c, scale[c], shift[c], y);
 }
 
-// With Relu, dy is the gradient of relu(x * scale + shift) and g (the
-// gradient of z) replaces dy throughout; without, g = dy.
 template <bool Relu>
 void backward_impl(const float* dy, const float* x, const ChannelView& v, const float* mean,
                    const channel_kernels::BackwardCoef& coef, float* dx, const channel_kernels::ReluAfter* relu) {
 #pragma omp parallel for if (v.numel() > kParallelGrain)
     for (int64_t c = 0; c < v.C; ++c) {
-        const float mu = mean[c];
         const float zs = Relu ? relu->scale[c] : 0.f, zb = Relu ? relu->shift[c] : 0.f;
-        // Pass 1: the two sums (from memory).
         double s_dy = 0, s_dy_xmu = 0;
-        for (int64_t n = 0; n < v.N; ++n) {
-            const int64_t off = (n * v.C + c) * v.S;
-            if (Relu)
-                grad_sums_through_relu(dy + off, x + off, v.S, mu, zs, zb, s_dy, s_dy_xmu);
-            else
-                run_sums::grad_sums(dy + off, x + off, v.S, mu, s_dy, s_dy_xmu);
-        }
+        channel_grad_sums<Relu>(dy, x, v, c, mean[c], zs, zb, s_dy, s_dy_xmu);  // pass 1 (from memory)
         float a, b, k;
         coef(c, s_dy, s_dy_xmu, a, b, k);
-        if (!dx) continue;
-        // Pass 2: dx (dy and x from cache). With b = k = 0 (eval mode, frozen
-        // statistics) dx = a * g, without x: (x - mu) * 0 is NaN where x is
-        // +-inf, and PyTorch's eval backward, gamma * invstd * dy, is finite there.
-        // (For finite x both forms give the same bits.)
-        const bool const_stats = b == 0.f && k == 0.f;
-        for (int64_t n = 0; n < v.N; ++n) {
-            const int64_t off = (n * v.C + c) * v.S;
-            const float* dyp = dy + off;
-            const float* xp = x + off;
-            float* dxp = dx + off;
-            if (const_stats) {
-#pragma omp simd
-                for (int64_t i = 0; i < v.S; ++i) dxp[i] = a * (Relu ? relu_grad(dyp[i], affine(xp[i], zs, zb)) : dyp[i]);
-                continue;
-            }
-#pragma omp simd
-            for (int64_t i = 0; i < v.S; ++i) {
-                const float g = Relu ? relu_grad(dyp[i], affine(xp[i], zs, zb)) : dyp[i];
-                dxp[i] = a * (g - b - (xp[i] - mu) * k);
-            }
-        }
+        if (dx) channel_input_grad<Relu>(dy, x, v, c, mean[c], zs, zb, a, b, k, dx);  // pass 2 (from cache)
     }
+}
+
+template <bool Relu>
+void grad_sums_impl(const float* dy, const float* x, const ChannelView& v, const float* mean,
+                    const channel_kernels::ReluAfter* relu, double* s_dy, double* s_dy_xmu) {
+#pragma omp parallel for if (v.numel() > kParallelGrain)
+    for (int64_t c = 0; c < v.C; ++c) {
+        s_dy[c] = s_dy_xmu[c] = 0;
+        channel_grad_sums<Relu>(dy, x, v, c, mean[c], Relu ? relu->scale[c] : 0.f, Relu ? relu->shift[c] : 0.f,
+                                s_dy[c], s_dy_xmu[c]);
+    }
+}
+
+template <bool Relu>
+void input_grad_impl(const float* dy, const float* x, const ChannelView& v, const float* mean, const float* a,
+                     const float* b, const float* k, const channel_kernels::ReluAfter* relu, float* dx) {
+#pragma omp parallel for if (v.numel() > kParallelGrain)
+    for (int64_t c = 0; c < v.C; ++c)
+        channel_input_grad<Relu>(dy, x, v, c, mean[c], Relu ? relu->scale[c] : 0.f, Relu ? relu->shift[c] : 0.f,
+                                 a[c], b[c], k[c], dx);
 }
 
 }  // namespace
@@ -200,6 +237,23 @@ void scale_shift(const float* x, const ChannelView& v, const float* scale, const
 void backward(const float* dy, const float* x, const ChannelView& v, const float* mean,
               const BackwardCoef& coef, float* dx, const ReluAfter* relu) {
     relu ? backward_impl<true>(dy, x, v, mean, coef, dx, relu) : backward_impl<false>(dy, x, v, mean, coef, dx, nullptr);
+}
+
+void moments(const float* x, const ChannelView& v, double* mean, double* m2) {
+#pragma omp parallel for if (v.numel() > kParallelGrain)
+    for (int64_t c = 0; c < v.C; ++c) channel_moments(x, v, c, mean[c], m2[c]);
+}
+
+void grad_sums(const float* dy, const float* x, const ChannelView& v, const float* mean, double* sum_dy,
+               double* sum_dy_xmu, const ReluAfter* relu) {
+    relu ? grad_sums_impl<true>(dy, x, v, mean, relu, sum_dy, sum_dy_xmu)
+         : grad_sums_impl<false>(dy, x, v, mean, nullptr, sum_dy, sum_dy_xmu);
+}
+
+void input_grad(const float* dy, const float* x, const ChannelView& v, const float* mean, const float* a,
+                const float* b, const float* k, float* dx, const ReluAfter* relu) {
+    relu ? input_grad_impl<true>(dy, x, v, mean, a, b, k, relu, dx)
+         : input_grad_impl<false>(dy, x, v, mean, a, b, k, nullptr, dx);
 }
 
 }  // namespace channel_kernels

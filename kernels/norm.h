@@ -76,6 +76,19 @@ struct ReluAfter {
 // the same order as ReLU's backward writing g and this reading it.
 void backward(const float* dy, const float* x, const ChannelView& v, const float* mean,
               const BackwardCoef& coef, float* dx, const ReluAfter* relu = nullptr);
+
+// The same passes one at a time, over every channel, for a caller that must
+// combine each channel's numbers with other processes' before the next pass
+// (SyncBatchNorm, layers/syncbatchnorm.cpp). Each channel's data is then read
+// from memory by every pass, where the functions above reread it from cache.
+//   moments:    mean[c] and m2[c] = sum of (x - mean[c])^2 (normalize's passes 1 and 2)
+//   grad_sums:  sum_dy[c], sum_dy_xmu[c] around the given mean (backward's pass 1)
+//   input_grad: dx = a[c] * (g - b[c] - (x - mean[c]) * k[c])  (backward's pass 2)
+void moments(const float* x, const ChannelView& v, double* mean, double* m2);
+void grad_sums(const float* dy, const float* x, const ChannelView& v, const float* mean, double* sum_dy,
+               double* sum_dy_xmu, const ReluAfter* relu = nullptr);
+void input_grad(const float* dy, const float* x, const ChannelView& v, const float* mean, const float* a,
+                const float* b, const float* k, float* dx, const ReluAfter* relu = nullptr);
 }  // namespace channel_kernels
 
 }  // namespace minnow
