@@ -16,6 +16,10 @@
 //                                  engine, as one node (Module::call_relu)
 //   BatchNorm2d_Relu_Unfused       the same as two nodes, relu(bn(x)): ReLU's own
 //                                  pass each way and its saved output
+//   BatchNorm2d_Relu_FusedForward  the fused forward alone, training mode, no graph
+//                                  (its floor: read x, write y, two passes over memory)
+//   BatchNorm2d_Relu_FusedBackward the fused node's backward alone (dx, dgamma, dbeta;
+//                                  its floor: read dy and x, write dx, three passes)
 //
 // Memory counters (MB), measured with glibc's mallinfo2() after emptying
 // minnow's block cache (release_cached_memory()), so every block the step
@@ -156,6 +160,30 @@ BENCHMARK(BatchNorm2d_Forward)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTi
 BENCHMARK(BatchNorm2d_FwdBwd)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BatchNorm2d_FwdBwd_Engine)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BatchNormReference_FwdBwd)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(3);
+void BatchNorm2d_Relu_FusedForward(benchmark::State& state) {
+    set_num_threads(static_cast<int>(state.range(0)));
+    Inputs in;
+    BatchNorm2d bn(64);
+    NoGradGuard no_grad;
+    for (auto _ : state) {
+        Tensor y = bn.call_relu(in.x);
+        benchmark::DoNotOptimize(y.data());
+    }
+}
+
+void BatchNorm2d_Relu_FusedBackward(benchmark::State& state) {
+    set_num_threads(static_cast<int>(state.range(0)));
+    Inputs in;
+    BatchNorm2d bn(64);
+    Tensor y = bn.call_relu(in.x);
+    for (auto _ : state) {
+        std::vector<Tensor> grads = y.grad_fn()->backward(in.dy);  // dx, dgamma, dbeta
+        benchmark::DoNotOptimize(grads[0].data());
+    }
+}
+
+BENCHMARK(BatchNorm2d_Relu_FusedForward)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BatchNorm2d_Relu_FusedBackward)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BatchNorm2d_Relu_Fused)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BatchNorm2d_Relu_Unfused)->Arg(2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BatchNorm2d_CopyFloor)->Unit(benchmark::kMillisecond)->UseRealTime();
