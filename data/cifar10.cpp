@@ -153,22 +153,24 @@ void write_cifar10_binary(const ImageSet& set, const std::string& path) {
 namespace {
 void warn(const std::string& message) { std::cerr << "minnow: warning: " << message << std::endl; }
 
-// FNV-1a, 64-bit: a stable hash (std::hash may differ between builds).
-uint64_t fnv1a(const std::string& s) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ULL;
-    return h;
-}
-
 std::string cache_file_name(const ImageFolderListing& listing, const std::string& split) {
     std::error_code ec;
     fs::path where = fs::weakly_canonical(listing.root, ec);
     if (ec) where = fs::absolute(listing.root);
-    const std::string key = "minnow-cifar10-cache-v1\n" + where.string() + "\n" + std::to_string(listing.files.size()) +
-                            "\n" + std::to_string(listing.total_bytes) + "\n" + std::to_string(listing.latest_mtime);
+    const std::string key = "minnow-cifar10-cache-v2\n" + where.string() + "\n" + std::to_string(listing.files.size()) +
+                            "\n" + std::to_string(listing.signature);
     char hex[17];
     std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(fnv1a(key)));
     return "cifar10-" + split + "-" + hex + ".bin";
+}
+
+// The checksum beside a cache file: "crc32 <8 hex digits>\n".
+std::string checksum_path(const std::string& cache_file) { return cache_file + ".crc32"; }
+
+std::string crc_text(uint32_t crc) {
+    char text[32];
+    std::snprintf(text, sizeof text, "crc32 %08x\n", static_cast<unsigned>(crc));
+    return text;
 }
 
 ImageSet load_folder_cached(const ImageFolderListing& listing, const std::string& split, const std::string& cache_dir) {
@@ -176,6 +178,13 @@ ImageSet load_folder_cached(const ImageFolderListing& listing, const std::string
     std::error_code ec;
     if (fs::exists(path, ec)) {
         try {
+            // A cache whose bytes are not those written (a disk error, a
+            // truncated copy, a hand edit) would be silently wrong pixels.
+            const std::vector<uint8_t> stored = fs::exists(checksum_path(path), ec)
+                                                    ? read_file_bytes(checksum_path(path))
+                                                    : std::vector<uint8_t>{};
+            if (std::string(stored.begin(), stored.end()) != crc_text(file_crc32(path)))
+                throw Error(path + ": its checksum (" + checksum_path(path) + ") is missing or does not match");
             ImageSet set = load_cifar10_binary_file(path);
             // The key matched; the labels must too, or the cache is not this folder's.
             if (set.labels == listing.labels) {
@@ -190,12 +199,15 @@ ImageSet load_folder_cached(const ImageFolderListing& listing, const std::string
     ImageSet set = load_image_folder(listing);
     try {
         write_cifar10_binary(set, path);
+        seal_cache_file(path);
     } catch (const Error& e) {
         warn(std::string(e.what()) + "; continuing without a cache");
     }
     return set;
 }
 }  // namespace
+
+void seal_cache_file(const std::string& path) { write_text_atomically(checksum_path(path), crc_text(file_crc32(path))); }
 
 ImageSet load_cifar10(const std::string& root, bool train, const std::string& cache_dir) {
     const fs::path r(root);

@@ -42,10 +42,15 @@ void write_cifar10_binary(const ImageSet& set, const std::string& path);
 //   root/cifar-10-batches-bin/                          -> binary, in there
 //   root/train/ or root/test/ with 10 class folders     -> image folder
 // For an image folder and a non-empty cache_dir, the decoded split is kept in
-// cache_dir as a binary file whose name hashes the folder's path, file count,
-// total size and newest modification time; a later call with the same folder
-// reads that instead. A cache that cannot be written or read only costs time
-// (a warning goes to stderr).
+// cache_dir as a binary file whose name hashes the folder's path, file count
+// and every file's name, size and times (ImageFolderListing::signature), with
+// the file's CRC-32 beside it (NAME.bin.crc32); a later call with the same
+// folder reads that instead, once the checksum and the labels match. A cache
+// that cannot be written or read, or does not match, only costs time (a
+// warning goes to stderr, and the images are decoded again).
 ImageSet load_cifar10(const std::string& root, bool train, const std::string& cache_dir = "");
+// Writes the checksum load_cifar10 checks before it trusts the cache file at
+// `path` (load_cifar10 does so for the caches it writes).
+void seal_cache_file(const std::string& path);
 
 }  // namespace minnow

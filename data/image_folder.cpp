@@ -224,6 +224,7 @@ ImageFolderListing list_image_folder(const std::string& root) {
     ImageFolderListing out;
     out.root = root;
     out.class_names = image_folder_classes(root);
+    out.signature = fnv1a("");
 
     for (size_t label = 0; label < out.class_names.size(); ++label) {
         const std::string dir = (fs::path(root) / out.class_names[label]).string();
@@ -240,7 +241,10 @@ ImageFolderListing list_image_folder(const std::string& root) {
             out.files.push_back(file);
             out.labels.push_back(static_cast<int>(label));
             out.total_bytes += static_cast<uint64_t>(st.st_size);
-            out.latest_mtime = std::max(out.latest_mtime, int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec);
+            const auto ns = [](const timespec& t) { return std::to_string(int64_t{t.tv_sec} * 1000000000 + t.tv_nsec); };
+            out.signature = fnv1a(file + "\t" + std::to_string(st.st_size) + "\t" + ns(st.st_mtim) + "\t" +
+                                      ns(st.st_ctim) + "\n",
+                                  out.signature);
         }
     }
     return out;

@@ -36,7 +36,11 @@ struct ImageFolderListing {
     std::vector<std::string> files;  // full paths, class by class
     std::vector<int> labels;         // one per file
     uint64_t total_bytes = 0;        // sum of the file sizes
-    int64_t latest_mtime = 0;        // newest modification time, ns since 1970
+    // FNV-1a (64-bit) over every file's name, size, modification time and
+    // status-change time (ns), in listing order: a file replaced by another
+    // of the same size with its old modification time kept (cp -p, rsync -t)
+    // still changes its status-change time, which no user can set.
+    uint64_t signature = 0;
 };
 ImageFolderListing list_image_folder(const std::string& root);
 // The class names alone: root's sub-folders, sorted (label = index).

@@ -1,7 +1,9 @@
 #include "data/io.h"
 
 #include <unistd.h>
+#include <zlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -68,6 +70,20 @@ void write_file_atomically(const std::string& path, const std::function<void(std
 
 void write_text_atomically(const std::string& path, const std::string& text) {
     write_file_atomically(path, [&](std::FILE* f) { std::fwrite(text.data(), 1, text.size(), f); });
+}
+
+uint64_t fnv1a(const std::string& s, uint64_t h) {
+    for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ULL;
+    return h;
+}
+
+uint32_t file_crc32(const std::string& path) {
+    const std::vector<uint8_t> bytes = read_file_bytes(path);
+    uLong crc = crc32(0L, Z_NULL, 0);
+    // crc32 takes a uInt length: a file of several GB goes in pieces.
+    for (size_t i = 0; i < bytes.size(); i += size_t{1} << 30)
+        crc = crc32(crc, bytes.data() + i, static_cast<uInt>(std::min(bytes.size() - i, size_t{1} << 30)));
+    return static_cast<uint32_t>(crc);
 }
 
 }  // namespace minnow

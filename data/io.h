@@ -25,4 +25,10 @@ void write_file_atomically(const std::string& path, const std::function<void(std
 // write_file_atomically of a whole text.
 void write_text_atomically(const std::string& path, const std::string& text);
 
+// FNV-1a, 64-bit, of s, continuing from h (fnv1a("") is the start): a hash
+// that is the same in every build (std::hash need not be), for cache keys.
+uint64_t fnv1a(const std::string& s, uint64_t h = 0xcbf29ce484222325ULL);
+// zlib's CRC-32 of a file's bytes (an Error naming it if it cannot be read).
+uint32_t file_crc32(const std::string& path);
+
 }  // namespace minnow

@@ -311,10 +311,17 @@ TEST_CASE("data: load_cifar10 caches a decoded image folder") {
     const std::string cache = tmp / "cache";
     const ImageSet first = load_cifar10(tmp / "root", true, cache);
     std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(cache)) files.push_back(e.path());
+    for (const auto& e : fs::directory_iterator(cache))
+        if (e.path().extension() == ".bin") files.push_back(e.path());
     REQUIRE(files.size() == 1);
     CHECK(files[0].filename().string().rfind("cifar10-train-", 0) == 0);
     CHECK(fs::file_size(files[0]) == 40 * 3073);
+    CHECK(fs::exists(files[0].string() + ".crc32"));
+    auto cache_files = [&] {
+        int64_t n = 0;
+        for (const auto& e : fs::directory_iterator(cache)) n += e.path().extension() == ".bin";
+        return n;
+    };
 
     // The cached read gives the same set, class names included.
     const ImageSet second = load_cifar10(tmp / "root", true, cache);
@@ -324,11 +331,22 @@ TEST_CASE("data: load_cifar10 caches a decoded image folder") {
     // Images sorted by file name within a class: 0, 10, 20, 30 for airplane.
     CHECK(std::equal(first.image(1), first.image(2), s.image(10)));
 
-    // The cache is read, not the images: a cache with other pixels shows through.
+    // The cache is read, not the images: a cache with other pixels and its
+    // checksum shows through.
     ImageSet doctored = second;
     doctored.pixels[0] ^= 0xff;
     write_cifar10_binary(doctored, files[0].string());
+    seal_cache_file(files[0].string());
     CHECK(load_cifar10(tmp / "root", true, cache).pixels[0] == doctored.pixels[0]);
+    // Without a matching checksum it is not trusted: the images are decoded again.
+    doctored.pixels[1] ^= 0xff;
+    write_cifar10_binary(doctored, files[0].string());
+    CHECK(same_set(load_cifar10(tmp / "root", true, cache), first));
+    CHECK(same_set(load_cifar10(tmp / "root", true, cache), first));  // the rewritten cache
+    fs::remove(files[0].string() + ".crc32");
+    CHECK(same_set(load_cifar10(tmp / "root", true, cache), first));
+    CHECK(fs::exists(files[0].string() + ".crc32"));
+
 
     // A corrupt cache costs a decode, not a failure, and is rewritten.
     write_bytes(files[0].string(), {1, 2, 3});
@@ -339,11 +357,29 @@ TEST_CASE("data: load_cifar10 caches a decoded image folder") {
     write_bytes(tmp / "root/train/cat/zz.png", encode_image(s, 0));
     const ImageSet grown = load_cifar10(tmp / "root", true, cache);
     CHECK(grown.n == 41);
-    CHECK(std::distance(fs::directory_iterator(cache), fs::directory_iterator()) == 2);
+    const int64_t before = cache_files();
+    CHECK(before == 2);
 
     // The test split has its own cache file.
     CHECK(same_set(load_cifar10(tmp / "root", false, cache), first));
-    CHECK(std::distance(fs::directory_iterator(cache), fs::directory_iterator()) == 3);
+    CHECK(cache_files() == before + 1);
+
+    // An image replaced by another of the same size, its modification time
+    // kept (as cp -p does): a new key, so the old cache is not used.
+    {
+        const fs::path img = tmp / "root/train/airplane/0.png";
+        const auto mtime = fs::last_write_time(img);
+        const int64_t files_before = cache_files();
+        ImageSet other = s;
+        for (int64_t k = 0; k < other.image_size(); ++k) other.pixels[k] = static_cast<uint8_t>(255 - s.pixels[k]);
+        std::vector<uint8_t> bytes = encode_image(other, 0);
+        bytes.resize(fs::file_size(img));  // the same size (PNG ignores trailing bytes after IEND)
+        write_bytes(img, bytes);
+        fs::last_write_time(img, mtime);
+        const ImageSet replaced = load_cifar10(tmp / "root", true, cache);
+        CHECK(replaced.pixels[0] == static_cast<uint8_t>(255 - s.pixels[0]));
+        CHECK(cache_files() == files_before + 1);
+    }
 }
 
 TEST_CASE("read_file_bytes: a folder or a device where a file is expected is an error naming it") {
