@@ -28,6 +28,9 @@ DataLoader::DataLoader(std::shared_ptr<const ImageSet> set, LoaderOptions option
     check_image_set(*set_, "DataLoader");
     if (set_->n == 0) throw Error("DataLoader: the image set is empty");
     if (opt_.batch_size < 1) throw Error("DataLoader: batch_size must be >= 1, got " + std::to_string(opt_.batch_size));
+    if (opt_.ranks < 1 || opt_.rank < 0 || opt_.rank >= opt_.ranks)
+        throw Error("DataLoader: rank must be in [0, ranks), got rank " + std::to_string(opt_.rank) + " of " +
+                    std::to_string(opt_.ranks));
     if (opt_.crop_padding < 0 || opt_.cutout < 0 || opt_.prefetch < 0)
         throw Error("DataLoader: crop_padding, cutout and prefetch must be >= 0");
     const int64_t c = set_->channels;
@@ -124,16 +127,18 @@ Batch DataLoader::make_batch(int64_t b) const {
     const ImageSet& s = *set_;
     const int64_t H = s.height, W = s.width, C = s.channels, image = s.image_size();
     const int64_t start = b * opt_.batch_size, count = std::min(opt_.batch_size, s.n - start);
+    // This rank's slice [k0, k1) of the batch's count images.
+    const int64_t k0 = count * opt_.rank / opt_.ranks, k1 = count * (opt_.rank + 1) / opt_.ranks;
     Batch out;
-    out.images = Tensor::empty({count, C, H, W});
-    out.labels = Tensor::empty({count});
-    out.indices.assign(order_.begin() + start, order_.begin() + start + count);
+    out.images = Tensor::empty({k1 - k0, C, H, W});
+    out.labels = Tensor::empty({k1 - k0});
+    out.indices.assign(order_.begin() + start + k0, order_.begin() + start + k1);
+    out.global_count = count;
+    out.global_start = k0;
     Generator gen(derive_seed(opt_.seed, epoch_, b + 1));
     const int pad = opt_.augment ? opt_.crop_padding : 0;
 
-    for (int64_t k = 0; k < count; ++k) {
-        const int64_t idx = out.indices[k];
-        out.labels.data()[k] = static_cast<float>(s.labels[idx]);
+    for (int64_t k = 0; k < k1; ++k) {
         // This image's random choices, always drawn in the documented order.
         int64_t dy = 0, dx = 0, cy = -1, cx = -1;
         bool flip = false;
@@ -148,10 +153,13 @@ Batch DataLoader::make_batch(int64_t b) const {
                 cx = static_cast<int64_t>(gen.randint(W));
             }
         }
+        if (k < k0) continue;  // another rank's image: its draws only
+        const int64_t idx = out.indices[k - k0];
+        out.labels.data()[k - k0] = static_cast<float>(s.labels[idx]);
         // out(y, x) = src(y + dy, x' + dx) with x' = flip ? W-1-x : x; outside
         // the source is the zero padding (byte 0, normalised like any pixel).
         const uint8_t* src = s.image(idx);
-        float* dst = out.images.data() + k * image;
+        float* dst = out.images.data() + (k - k0) * image;
         for (int64_t c = 0; c < C; ++c) {
             const float* lut = lut_.data() + c * 256;
             const float zero = lut[0];

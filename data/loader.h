@@ -47,6 +47,9 @@ struct Batch {
     Tensor images;                 // [B, C, H, W] float, normalised
     Tensor labels;                 // [B], the class index as a float
     std::vector<int64_t> indices;  // which images of the set, in batch order
+    // With LoaderOptions::ranks > 1: the images of the whole batch over all
+    // ranks, and where this slice starts in it; else B and 0.
+    int64_t global_count = 0, global_start = 0;
 };
 
 struct LoaderOptions {
@@ -66,6 +69,14 @@ struct LoaderOptions {
                            // Taylor 2017); its centre is uniform over the image, the
                            // square is clipped at the borders; 0 = off
     int prefetch = 2;      // batches prepared ahead on a background thread; 0 = none
+    // Data-parallel training (dist/comm.h): this process is rank `rank` of
+    // `ranks` and makes only its slice of every batch, images
+    // [count * rank / ranks, count * (rank + 1) / ranks) of a batch of
+    // `count` (batch_size but for the last). The batches, their order and
+    // every image's random choices are those of one process (the generator is
+    // drawn for the other ranks' images too, without their pixel work), so the
+    // slices of all ranks, in rank order, are the one-process batch bit for bit.
+    int rank = 0, ranks = 1;
 };
 
 class DataLoader {

@@ -3,6 +3,7 @@
 // normalisation, augmentation, determinism for a seed and epoch with or
 // without the background thread, and clean stops mid-epoch.
 #include <algorithm>
+#include <cstring>
 #include <set>
 
 #include "data/loader.h"
@@ -295,4 +296,50 @@ TEST_CASE("data: loader option errors") {
     o.std = {0.5f, 0.5f, 0.5f};
     o.cutout = -1;
     check_error([&] { DataLoader(s, o); }, {"cutout"});
+}
+
+TEST_CASE("data: the ranks' slices of every batch, in rank order, are the one-process batch bit for bit") {
+    const auto s = shared(synthetic_set(47, 3, 8, 8, 5));  // 5 batches of 10, the last of 7
+    LoaderOptions o;
+    o.batch_size = 10;
+    o.augment = true;
+    o.cutout = 3;
+    o.mean = {0.5f, 0.5f, 0.5f};
+    o.std = {0.25f, 0.25f, 0.25f};
+    o.seed = 9;
+    DataLoader one(s, o);
+    const std::vector<Batch> whole = whole_epoch(one, 3);
+    for (int ranks : {1, 2, 3, 4}) {
+        CAPTURE(ranks);
+        std::vector<std::vector<Batch>> parts;
+        for (int r = 0; r < ranks; ++r) {
+            LoaderOptions ro = o;
+            ro.rank = r;
+            ro.ranks = ranks;
+            ro.prefetch = r % 2 ? 0 : 2;  // with and without the background thread
+            DataLoader part(s, ro);
+            parts.push_back(whole_epoch(part, 3));
+            REQUIRE(parts.back().size() == whole.size());
+        }
+        for (size_t b = 0; b < whole.size(); ++b) {
+            const Batch& w = whole[b];
+            const int64_t per = w.images.numel() / w.images.size(0);
+            int64_t k = 0;
+            for (int r = 0; r < ranks; ++r) {
+                const Batch& p = parts[r][b];
+                CHECK(p.global_count == w.images.size(0));
+                CHECK(p.global_start == k);
+                const int64_t n = p.images.size(0);
+                CHECK(std::memcmp(p.images.data(), w.images.data() + k * per, sizeof(float) * n * per) == 0);
+                CHECK(std::memcmp(p.labels.data(), w.labels.data() + k, sizeof(float) * n) == 0);
+                CHECK(std::equal(p.indices.begin(), p.indices.end(), w.indices.begin() + k));
+                k += n;
+            }
+            CHECK(k == w.images.size(0));  // every image in exactly one slice
+        }
+    }
+    LoaderOptions bad = o;
+    bad.rank = 2;
+    bad.ranks = 2;
+    CHECK_THROWS_WITH_AS(DataLoader(s, bad), doctest::Contains("rank must be in [0, ranks)"), Error);
 }
