@@ -55,6 +55,7 @@
 #include "optim/sgd.h"
 #include "train/callbacks.h"
 #include "train/checkpoint.h"
+#include "train/data_parallel.h"
 #include "train/evaluate.h"
 #include "train/loop.h"
 #include "train/plot.h"

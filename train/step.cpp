@@ -4,6 +4,7 @@
 #include "core/ops.h"
 #include "layers/loss.h"
 #include "optim/grad_utils.h"
+#include "train/data_parallel.h"
 
 namespace minnow {
 
@@ -26,9 +27,14 @@ StepResult train_step(Module& model, Optimizer& opt, const Batch& b, float label
     Tensor logits = model(b.images);
     Tensor loss = cross_entropy(logits, b.labels, label_smoothing);
     StepResult r;
-    r.loss = loss.item();
+    // On several ranks (train/data_parallel.h) the loss is the whole batch's,
+    // so that every rank decides the same below, and the gradients are
+    // averaged over the ranks before anything reads them.
+    const GlobalMean batch = global_mean(b.images.size(0), loss.item());
+    r.loss = static_cast<float>(batch.mean);
     if (!std::isfinite(r.loss)) return r;
     loss.backward();
+    average_gradients(model.parameters(), static_cast<double>(b.images.size(0)) / static_cast<double>(batch.count));
     r.grad_norm = global_grad_norm(model.parameters());
     if (!r.finite()) return r;
     if (after_backward) after_backward();

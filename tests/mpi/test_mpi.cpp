@@ -13,7 +13,10 @@
 #include "core/random.h"
 #include "dist/comm.h"
 #include "layers/batchnorm.h"
+#include "layers/models.h"
 #include "layers/syncbatchnorm.h"
+#include "optim/sgd.h"
+#include "train/step.h"
 
 using namespace minnow;
 
@@ -114,5 +117,55 @@ TEST_CASE("SyncBatchNorm over the ranks equals BatchNorm over the whole batch in
         // and every rank holds the same buffers, bit for bit
         CHECK(same_on_every_rank(sync.running_mean));
         CHECK(same_on_every_rank(sync.running_var));
+    }
+}
+
+TEST_CASE("data-parallel SGD steps: the same weights on every rank, and those of one process on the whole batch") {
+    const int K = dist::size(), r = dist::rank();
+    for (bool sync_bn : {true, false}) {
+        CAPTURE(sync_bn);
+        manual_seed(5);
+        auto parallel = make_model("cnn", "batch", 10), one = make_model("cnn", "batch", 10);
+        one->load_state_dict(parallel->state_dict());
+        if (sync_bn) convert_sync_batchnorm(*parallel);
+        SGDOptions so(0.05);
+        so.momentum = 0.9;
+        so.weight_decay = 5e-4;
+        SGD opt_p(parallel->parameters(), so), opt_1(one->parameters(), so);
+        Generator gen(77);
+        for (int step = 0; step < 3; ++step) {
+            const int64_t B = 12;
+            Batch whole;
+            whole.images = Tensor::normal({B, 3, 32, 32}, 0.f, 1.f, &gen);
+            whole.labels = Tensor::empty({B});
+            for (int64_t i = 0; i < B; ++i) whole.labels.data()[i] = static_cast<float>((i * 7 + step) % 10);
+            const int64_t k0 = B * r / K, k1 = B * (r + 1) / K;
+            Batch mine;
+            mine.images = rows(whole.images, k0, k1);
+            mine.labels = rows(whole.labels, k0, k1);
+            const StepResult rp = train_step(*parallel, opt_p, mine), r1 = train_step(*one, opt_1, whole);
+            // Every rank reports the whole batch's loss and gradient norm; with
+            // per-rank BatchNorm they are another model's than one process's.
+            double reported[2] = {rp.loss, rp.grad_norm};
+            std::vector<double> all(2 * K);
+            dist::allgather(reported, 2, all.data());
+            for (int q = 1; q < K; ++q) CHECK(std::memcmp(all.data(), all.data() + 2 * q, sizeof reported) == 0);
+            if (sync_bn) {
+                CHECK(rp.loss == doctest::Approx(r1.loss).epsilon(1e-5));
+                CHECK(rp.grad_norm == doctest::Approx(r1.grad_norm).epsilon(1e-4));
+            }
+        }
+        const auto a = parallel->state_dict(), b = one->state_dict();
+        for (size_t i = 0; i < a.size(); ++i) {
+            CAPTURE(a[i].name);
+            // Per-rank BatchNorm's running statistics are each rank's own
+            // (averaging them, before a checkpoint, is not built yet);
+            // everything else is the same on every rank, bit for bit.
+            const bool own_statistics = !sync_bn && a[i].name.find("running_") != std::string::npos;
+            if (!own_statistics) CHECK(same_on_every_rank(a[i].tensor));
+            // BatchNorm without sync normalises each rank's slice on its own:
+            // only the synchronised model is the one-process model.
+            if (sync_bn) CHECK(rel_diff(a[i].tensor, b[i].tensor) < 1e-4);
+        }
     }
 }
