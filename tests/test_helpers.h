@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,21 @@ inline double max_abs_diff(const Tensor& a, const Tensor& b) {
     for (int64_t i = 0; i < a.numel(); ++i)
         m = std::max(m, std::fabs(static_cast<double>(a.data()[i]) - b.data()[i]));
     return m;
+}
+
+// The same shape and the same bits.
+inline bool same_bits(const Tensor& a, const Tensor& b) {
+    return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(float) * a.numel()) == 0;
+}
+// The same, except that any NaN equals any NaN (which NaN an operation with
+// NaN operands returns depends on the order of its operands).
+inline bool same_bits_any_nan(const Tensor& a, const Tensor& b) {
+    if (a.shape() != b.shape()) return false;
+    for (int64_t i = 0; i < a.numel(); ++i) {
+        const float u = a.data()[i], v = b.data()[i];
+        if (!(std::isnan(u) && std::isnan(v)) && std::memcmp(&u, &v, sizeof u) != 0) return false;
+    }
+    return true;
 }
 
 inline Tensor T(const std::vector<float>& v, const Shape& s) { return Tensor::from_vector(v, s); }

@@ -19,10 +19,6 @@ using namespace minnow::testing;
 
 namespace {
 
-bool same_bits(const Tensor& a, const Tensor& b) {
-    return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), a.numel() * sizeof(float)) == 0;
-}
-
 // conv3x3_direct image by image on weights packed just now: what Conv2d's
 // direct forward (transposed = false: x [N, C, H, W], w [O, C, 3, 3]) and
 // direct input gradient (transposed = true: x = dy [N, O, H, W]) compute.

@@ -20,16 +20,7 @@ using namespace minnow::testing::norm;
 
 namespace {
 
-// Bit for bit, except that any NaN equals any NaN (which NaN an operation
-// with NaN operands returns depends on the order of its operands).
-bool same_bits(const Tensor& a, const Tensor& b) {
-    if (a.shape() != b.shape()) return false;
-    for (int64_t i = 0; i < a.numel(); ++i) {
-        const float u = a.data()[i], v = b.data()[i];
-        if (!(std::isnan(u) && std::isnan(v)) && std::memcmp(&u, &v, sizeof u) != 0) return false;
-    }
-    return true;
-}
+using minnow::testing::same_bits_any_nan;
 
 // A BatchNorm with non-trivial gamma, beta and running statistics, and an
 // identical copy of it.
@@ -79,14 +70,14 @@ TEST_CASE("norm: BatchNorm + ReLU fused gives relu(batch_norm(x))'s bits, forwar
                 Tensor y1 = fused->call_relu(x1);
                 Tensor y2 = relu((*plain)(x2));
                 CHECK(std::string(y1.grad_fn()->name()) == "BatchNormReluBackward");
-                CHECK(same_bits(y1, y2));
+                CHECK(same_bits_any_nan(y1, y2));
                 y1.backward(dy);
                 y2.backward(dy);
-                CHECK(same_bits(x1.grad(), x2.grad()));
-                CHECK(same_bits(fused->weight.grad(), plain->weight.grad()));
-                CHECK(same_bits(fused->bias.grad(), plain->bias.grad()));
-                CHECK(same_bits(fused->running_mean, plain->running_mean));
-                CHECK(same_bits(fused->running_var, plain->running_var));
+                CHECK(same_bits_any_nan(x1.grad(), x2.grad()));
+                CHECK(same_bits_any_nan(fused->weight.grad(), plain->weight.grad()));
+                CHECK(same_bits_any_nan(fused->bias.grad(), plain->bias.grad()));
+                CHECK(same_bits_any_nan(fused->running_mean, plain->running_mean));
+                CHECK(same_bits_any_nan(fused->running_var, plain->running_var));
                 CHECK(fused->num_batches_tracked.item() == plain->num_batches_tracked.item());
             }
         }
@@ -107,11 +98,11 @@ TEST_CASE("norm: batch_norm_relu is one node over x, whatever needs a gradient")
     Tensor dy = Tensor::normal(x.shape(), 0.f, 1.f, &gen);
     batch_norm_relu(x1, Tensor(), Tensor(), Tensor(), Tensor(), true).backward(dy);
     relu(batch_norm(x2, Tensor(), Tensor(), Tensor(), Tensor(), true)).backward(dy);
-    CHECK(same_bits(x1.grad(), x2.grad()));
+    CHECK(same_bits_any_nan(x1.grad(), x2.grad()));
     Tensor w1 = leaf(w), w2 = leaf(w);
     batch_norm_relu(x.detach(), Tensor(), Tensor(), w1, Tensor(), true).backward(dy);
     relu(batch_norm(x.detach(), Tensor(), Tensor(), w2, Tensor(), true)).backward(dy);
-    CHECK(same_bits(w1.grad(), w2.grad()));
+    CHECK(same_bits_any_nan(w1.grad(), w2.grad()));
 }
 
 TEST_CASE("norm: Sequential fuses BatchNorm + ReLU only where nothing sees the output in between") {
@@ -162,18 +153,18 @@ TEST_CASE("norm: cnn and resnet20 with BatchNorm + ReLU fused train to the same 
         for (auto& [name, m] : plain->named_modules()) m->register_forward_hook([](Module&, const Tensor&) {});
         Tensor x = Tensor::normal({3, 3, 32, 32}, 0.f, 1.f, &gen);
         Tensor y1 = fused->forward(x), y2 = plain->forward(x);
-        CHECK(same_bits(y1, y2));
+        CHECK(same_bits_any_nan(y1, y2));
         sum(y1).backward();
         sum(y2).backward();
         const auto p1 = fused->named_parameters(), p2 = plain->named_parameters();
         for (size_t i = 0; i < p1.size(); ++i) {
             CAPTURE(p1[i].first);
-            CHECK(same_bits(p1[i].second.grad(), p2[i].second.grad()));
+            CHECK(same_bits_any_nan(p1[i].second.grad(), p2[i].second.grad()));
         }
         const auto b1 = fused->named_buffers(), b2 = plain->named_buffers();
         for (size_t i = 0; i < b1.size(); ++i) {
             CAPTURE(b1[i].first);
-            CHECK(same_bits(b1[i].second, b2[i].second));
+            CHECK(same_bits_any_nan(b1[i].second, b2[i].second));
         }
     }
 }

@@ -13,11 +13,7 @@
 using namespace minnow;
 using namespace minnow::testing::norm;
 
-namespace {
-bool same_bits(const Tensor& a, const Tensor& b) {
-    return a.shape() == b.shape() && std::memcmp(a.data(), b.data(), sizeof(float) * a.numel()) == 0;
-}
-}  // namespace
+using minnow::testing::same_bits;
 
 TEST_CASE("norm: SyncBatchNorm in a job of one process is BatchNorm, bit for bit") {
     REQUIRE(dist::size() == 1);
