@@ -2,6 +2,7 @@
 #include "dist/comm.h"
 
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 
 #include "core/error.h"
@@ -83,6 +84,21 @@ int size() {
 #endif
 }
 
+int local_size() {
+    if (size() == 1) return 1;
+#if MINNOW_MPI
+    MPI_Comm local;
+    check(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local),
+          "MPI_Comm_split_type");
+    int s = 1;
+    MPI_Comm_size(local, &s);
+    MPI_Comm_free(&local);
+    return s;
+#else
+    return 1;
+#endif
+}
+
 void allgather(const double* in, int64_t n, double* out) {
     if (size() == 1) {
         std::copy(in, in + n, out);
@@ -117,11 +133,90 @@ void allreduce_sum(float* data, int64_t n) {
 #endif
 }
 
+struct AllreduceRequest::Pending {
+#if MINNOW_MPI
+    std::vector<MPI_Request> requests;  // one per piece of at most kMaxCount floats
+#endif
+};
+
+AllreduceRequest::AllreduceRequest() = default;
+AllreduceRequest::AllreduceRequest(AllreduceRequest&&) noexcept = default;
+AllreduceRequest& AllreduceRequest::operator=(AllreduceRequest&& other) noexcept {
+    if (this != &other) {
+        try {
+            wait();
+        } catch (const Error&) {  // MPI failed: the job is stopping anyway
+        }
+        pending_ = std::move(other.pending_);
+    }
+    return *this;
+}
+AllreduceRequest::~AllreduceRequest() {
+    try {
+        wait();
+    } catch (const Error&) {
+    }
+}
+
+AllreduceRequest AllreduceRequest::start(float* data, int64_t n) {
+    AllreduceRequest r;
+    if (size() == 1) return r;
+#if MINNOW_MPI
+    r.pending_ = std::make_unique<Pending>();
+    for (int64_t i = 0; i < n; i += kMaxCount) {
+        MPI_Request q;
+        check(MPI_Iallreduce(MPI_IN_PLACE, data + i, static_cast<int>(std::min(kMaxCount, n - i)), MPI_FLOAT, MPI_SUM,
+                             MPI_COMM_WORLD, &q),
+              "MPI_Iallreduce");
+        r.pending_->requests.push_back(q);
+    }
+#else
+    (void)data;
+    (void)n;
+#endif
+    return r;
+}
+
+bool AllreduceRequest::test() {
+    if (!pending_) return true;
+#if MINNOW_MPI
+    int done = 0;
+    check(MPI_Testall(static_cast<int>(pending_->requests.size()), pending_->requests.data(), &done,
+                      MPI_STATUSES_IGNORE),
+          "MPI_Testall");
+    if (!done) return false;
+#endif
+    pending_.reset();
+    return true;
+}
+
+void AllreduceRequest::wait() {
+    if (!pending_) return;
+#if MINNOW_MPI
+    std::unique_ptr<Pending> p = std::move(pending_);
+    check(MPI_Waitall(static_cast<int>(p->requests.size()), p->requests.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+#endif
+    pending_.reset();
+}
+
 void broadcast(float* data, int64_t n, int root) {
     if (size() == 1) return;
 #if MINNOW_MPI
     for (int64_t i = 0; i < n; i += kMaxCount)
         check(MPI_Bcast(data + i, static_cast<int>(std::min(kMaxCount, n - i)), MPI_FLOAT, root, MPI_COMM_WORLD),
+              "MPI_Bcast");
+#endif
+}
+
+void broadcast_bytes(std::vector<uint8_t>& data, int root) {
+    if (size() == 1) return;
+#if MINNOW_MPI
+    int64_t n = static_cast<int64_t>(data.size());
+    check(MPI_Bcast(&n, 1, MPI_INT64_T, root, MPI_COMM_WORLD), "MPI_Bcast");
+    data.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; i += kMaxCount)
+        check(MPI_Bcast(data.data() + i, static_cast<int>(std::min(kMaxCount, n - i)), MPI_BYTE, root,
+                        MPI_COMM_WORLD),
               "MPI_Bcast");
 #endif
 }

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,9 @@ bool built_with_mpi();
 int rank();
 int size();
 inline bool is_root() { return rank() == 0; }
+// The ranks of the job on this machine (MPI_COMM_TYPE_SHARED), for sharing
+// its cores between them; 1 in a job of one process.
+int local_size();
 
 // data[i] = the sum over ranks of every rank's data[i], in rank order (the
 // same bits everywhere). n may differ from call to call but not between
@@ -41,8 +45,31 @@ void sum_in_rank_order(double* data, int64_t n);
 void allgather(const double* in, int64_t n, double* out);
 // float sums by MPI_Allreduce, for the gradients of data-parallel training.
 void allreduce_sum(float* data, int64_t n);
+// The same sum without waiting: start() returns at once and the sum runs
+// while the caller computes; test() reports whether it is done and, as
+// OpenMPI moves a nonblocking collective on only inside MPI calls, is what
+// to call now and then meanwhile; wait() returns once `data` holds the sum.
+// Every rank starts its requests in the same order (with the blocking
+// collectives in between in the same order too), as MPI requires.
+class AllreduceRequest {
+public:
+    AllreduceRequest();
+    ~AllreduceRequest();  // waits, if the sum is still running
+    AllreduceRequest(AllreduceRequest&&) noexcept;
+    AllreduceRequest& operator=(AllreduceRequest&&) noexcept;
+    static AllreduceRequest start(float* data, int64_t n);
+    bool test();
+    void wait();
+
+private:
+    struct Pending;
+    std::unique_ptr<Pending> pending_;
+};
 // data = rank root's data, on every rank.
 void broadcast(float* data, int64_t n, int root = 0);
+// Rank root's bytes on every rank (its size too: the others' `data` may
+// hold anything before), e.g. a file only rank 0 can read.
+void broadcast_bytes(std::vector<uint8_t>& data, int root = 0);
 void barrier();
 
 // Stops every rank of the job: the message is printed on this rank's stderr
