@@ -87,6 +87,12 @@ static BackwardTimer& backward_timer() {
 }
 void set_backward_timer(BackwardTimer timer) { backward_timer() = std::move(timer); }
 
+static thread_local BackwardListener* backward_listener = nullptr;
+BackwardListenerScope::BackwardListenerScope(BackwardListener* listener) : prev_(backward_listener) {
+    backward_listener = listener;
+}
+BackwardListenerScope::~BackwardListenerScope() { backward_listener = prev_; }
+
 //
 // 1. Find every node reachable from the root and count, for each, how many
 //    edges point at it (its dependencies). Iterative, so a graph thousands of
@@ -153,10 +159,13 @@ void run_backward(const Tensor& root, const Tensor& grad_output) {
                             std::to_string(grads.size()) + " gradients for " +
                             std::to_string(n->next_edges.size()) + " inputs");
         }
-        if (!dynamic_cast<AccumulateGrad*>(n)) {
+        if (auto* acc = dynamic_cast<AccumulateGrad*>(n)) {
+            if (backward_listener && g.defined()) backward_listener->leaf_grad_final(*acc->leaf);
+        } else {
             n->release_saved();
             n->released = true;
         }
+        if (backward_listener) backward_listener->node_done();
         for (size_t i = 0; i < n->next_edges.size(); ++i) {
             Node* next = n->next_edges[i].fn.get();
             if (!next) continue;

@@ -101,6 +101,27 @@ private:
 // The engine: see the comment at the top. Called by Tensor::backward().
 void run_backward(const Tensor& root, const Tensor& grad_output);
 
+// Told by the engine, on the thread running backward(), when a leaf's
+// gradient is final for this backward() (its AccumulateGrad ran: every use
+// of the leaf has added into it) and after every node. Data-parallel
+// training (train/data_parallel.h) starts a bucket's allreduce there while
+// the rest of backward() computes. Installed for a scope, per thread.
+struct BackwardListener {
+    virtual ~BackwardListener() = default;
+    virtual void leaf_grad_final(const TensorImpl& leaf) = 0;
+    virtual void node_done() {}
+};
+class BackwardListenerScope {
+public:
+    explicit BackwardListenerScope(BackwardListener* listener);
+    ~BackwardListenerScope();
+    BackwardListenerScope(const BackwardListenerScope&) = delete;
+    BackwardListenerScope& operator=(const BackwardListenerScope&) = delete;
+
+private:
+    BackwardListener* prev_;
+};
+
 // Profiling: when set, the engine times every node's backward and reports it
 // here (the bench app uses it for per-layer backward times). Off by default.
 using BackwardTimer = std::function<void(const Node& node, double seconds)>;
