@@ -23,7 +23,9 @@ struct EvalResult {
 
 // Eval mode, no graph, the set in order in batches of `loader` (its batch
 // size and normalisation; shuffling and augmentation are turned off). The
-// model's training flag is restored afterwards.
+// model's training flag is restored afterwards. With loader.ranks > 1 (a
+// data-parallel job, dist/comm.h) every rank evaluates its slice of each
+// batch and every rank gets the totals of the whole set (not keep_logits).
 EvalResult evaluate(Module& model, std::shared_ptr<const ImageSet> set, LoaderOptions loader,
                     bool keep_logits = false);
 

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "train/data_parallel.h"
 #include "train/evaluate.h"
 
 namespace minnow {
@@ -31,15 +32,23 @@ LoopResult train_epochs(Module& model, Optimizer& opt, LRScheduler* sched, DataL
         const auto t0 = Clock::now();
         Batch b;
         int64_t batch_index = 0;
-        while (loader.next(b)) {
-            const StepResult r = train_step(model, opt, b, lo.label_smoothing,
-                                            [&] { each([](Callback& c) { c.after_backward(); }); });
+        for (;;) {
+            StepResult r;
+            try {
+                if (!loader.next(b)) break;
+                r = train_step(model, opt, b, lo.label_smoothing,
+                               [&] { each([](Callback& c) { c.after_backward(); }); });
+            } catch (const Error& e) {  // say where, e.g. which rank's which step failed to read or compute
+                throw Error("epoch " + std::to_string(epoch + 1) + ", batch " + std::to_string(batch_index + 1) +
+                            " (step " + std::to_string(step + 1) + "): " + e.what());
+            }
             if (!r.finite()) {
                 each([&](Callback& c) { c.on_epoch_trained(begin); });
                 Divergence d{epoch + 1, batch_index + 1, step + 1, r, false,
                              r.non_finite_after_step.empty()
                                  ? diagnose_non_finite(model, b.images, std::isfinite(r.loss))
-                                 : "after the step, " + r.non_finite_after_step + " is not finite"};
+                                 : "after the step, " + r.non_finite_after_step + " is not finite",
+                             r.non_finite_loss_rank};
                 each([&](Callback& c) { c.on_diverged(d); });
                 res.diverged = d;
                 return res;
@@ -47,7 +56,7 @@ LoopResult train_epochs(Module& model, Optimizer& opt, LRScheduler* sched, DataL
             ++step;
             ++e.steps_this_epoch;
             ++batch_index;
-            const int64_t bs = b.labels.numel();
+            const int64_t bs = b.global_count;  // over all ranks (r.loss and r.correct are too)
             loss_sum += static_cast<double>(r.loss) * bs;
             seen += bs;
             correct += r.correct;
@@ -60,6 +69,7 @@ LoopResult train_epochs(Module& model, Optimizer& opt, LRScheduler* sched, DataL
                 break;
             }
         }
+        average_buffers(model);  // on several ranks: the same running statistics everywhere
         each([&](Callback& c) { c.on_epoch_trained(begin); });
         e.train_time_s = std::chrono::duration<double>(Clock::now() - t0).count();
         e.test_loss = e.test_acc = NAN;

@@ -17,6 +17,13 @@
 // from diagnose_non_finite); the epoch it happened in is not counted as done,
 // so no checkpoint callback sees it. The loop resumes from any TrainState: epoch e sees the batches an
 // uninterrupted run would (the DataLoader's order depends on (seed, epoch)).
+//
+// On several ranks (dist/comm.h, a loader with LoaderOptions::ranks and a
+// test loader sliced the same way) every rank calls train_epochs: the
+// statistics are the whole batch's (train/data_parallel.h), so every rank
+// stops at the same step; after each epoch's training the buffers are
+// averaged over the ranks (average_buffers), before the test and the
+// callbacks, and the test set is split over the ranks (evaluate).
 #pragma once
 
 #include <cstdint>
@@ -79,7 +86,8 @@ struct Divergence {
     int64_t epoch = 0, batch = 0, step = 0;  // 1-based, as StepInfo
     StepResult result;
     bool in_test = false;
-    std::string reason;  // diagnose_non_finite
+    std::string reason;  // diagnose_non_finite, on this rank's slice of the batch
+    int rank = -1;       // on several ranks: the first whose slice's loss was not finite, or -1
 };
 
 struct LoopResult {

@@ -27,22 +27,29 @@ StepResult train_step(Module& model, Optimizer& opt, const Batch& b, float label
     Tensor logits = model(b.images);
     Tensor loss = cross_entropy(logits, b.labels, label_smoothing);
     StepResult r;
-    // On several ranks (train/data_parallel.h) the loss is the whole batch's,
-    // so that every rank decides the same below, and the gradients are
-    // averaged over the ranks before anything reads them.
-    const GlobalMean batch = global_mean(b.images.size(0), loss.item());
-    r.loss = static_cast<float>(batch.mean);
+    Tensor pred = argmax(logits, 1);
+    int64_t correct = 0;
+    for (int64_t i = 0; i < pred.numel(); ++i) correct += pred.data()[i] == b.labels.data()[i];
+    // On several ranks (train/data_parallel.h) the loss and the count are the
+    // whole batch's, so that every rank decides the same below, and the
+    // gradients are averaged over the ranks before anything reads them.
+    const BatchTotals batch = batch_totals(b.images.size(0), loss.item(), correct);
+    r.loss = static_cast<float>(batch.loss);
+    r.correct = batch.correct;
+    r.non_finite_loss_rank = batch.first_non_finite_rank;
     if (!std::isfinite(r.loss)) return r;
-    loss.backward();
-    average_gradients(model.parameters(), static_cast<double>(b.images.size(0)) / static_cast<double>(batch.count));
+    GradientReducer reducer(model.parameters(),
+                            static_cast<double>(b.images.size(0)) / static_cast<double>(batch.count));
+    {
+        BackwardListenerScope listen(reducer.listener());
+        loss.backward();
+    }
+    reducer.finish();
     r.grad_norm = global_grad_norm(model.parameters());
     if (!r.finite()) return r;
     if (after_backward) after_backward();
     opt.step();
     r.non_finite_after_step = first_non_finite(model.state_dict());
-    if (!r.non_finite_after_step.empty()) return r;
-    Tensor pred = argmax(logits, 1);
-    for (int64_t i = 0; i < pred.numel(); ++i) r.correct += pred.data()[i] == b.labels.data()[i];
     return r;
 }
 

@@ -20,6 +20,10 @@ struct StepResult {
     float loss = NAN;        // the batch's mean cross-entropy
     double grad_norm = NAN;  // global L2 norm of the gradient (NaN if the loss was not finite)
     int64_t correct = 0;     // images of the batch the model got right (before the step)
+    // On several ranks the loss, the count and `correct` are the whole
+    // batch's (train/data_parallel.h); the first rank whose own slice's loss
+    // was not finite, or -1.
+    int non_finite_loss_rank = -1;
     // After the optimizer's step: the first parameter or buffer (running
     // statistic) that is not finite, with its element; empty if all are.
     std::string non_finite_after_step;

@@ -16,6 +16,8 @@
 #include "layers/models.h"
 #include "layers/syncbatchnorm.h"
 #include "optim/sgd.h"
+#include "train/data_parallel.h"
+#include "train/evaluate.h"
 #include "train/step.h"
 
 using namespace minnow;
@@ -160,19 +162,135 @@ TEST_CASE("data-parallel SGD steps: the same weights on every rank, and those of
                 CHECK(rp.grad_norm == doctest::Approx(r1.grad_norm).epsilon(1e-3));
             }
         }
+        // Per-rank BatchNorm's running statistics are each rank's own until
+        // average_buffers (the loop calls it after each epoch); with SyncBatchNorm
+        // they are equal already, and averaging keeps their bits.
+        std::vector<TensorEntry> before = parallel->state_dict();
+        for (TensorEntry& e : before) e.tensor = e.tensor.clone();
+        average_buffers(*parallel);
         const auto a = parallel->state_dict(), b = one->state_dict();
         for (size_t i = 0; i < a.size(); ++i) {
             CAPTURE(a[i].name);
-            // Per-rank BatchNorm's running statistics are each rank's own
-            // (averaging them, before a checkpoint, is not built yet);
-            // everything else is the same on every rank, bit for bit.
+            CHECK(same_on_every_rank(a[i].tensor));
             const bool own_statistics = !sync_bn && a[i].name.find("running_") != std::string::npos;
-            if (!own_statistics) CHECK(same_on_every_rank(a[i].tensor));
+            if (!own_statistics) CHECK(std::memcmp(a[i].tensor.data(), before[i].tensor.data(),
+                                                   sizeof(float) * a[i].tensor.numel()) == 0);
             // BatchNorm without sync normalises each rank's slice on its own:
             // only the synchronised model is the one-process model.
             // 5e-2 of the tensor's largest element: far inside what a wrong
             // weighting of the ranks' gradients (a factor of 2) would give.
             if (sync_bn) CHECK(rel_diff(a[i].tensor, b[i].tensor) < 5e-2);
         }
+    }
+}
+
+TEST_CASE("gradient reducer: buckets summed during backward equal the blocking sum, with a shared and an unused parameter") {
+    const int K = dist::size(), r = dist::rank();
+    Generator gen(100 + static_cast<uint64_t>(r));  // each rank its own input
+    const Tensor x = Tensor::normal({4, 6}, 0.f, 1.f, &gen);
+    // Buckets of 30 floats: w_last (12) and bias (6) share one, w_shared (24)
+    // and unused (24) have their own, so several buckets start in backward().
+    Generator init(3);  // the same weights on every rank
+    Tensor w_shared = Tensor::normal({6, 4}, 0.f, 1.f, &init).requires_grad_();
+    Tensor unused = Tensor::normal({6, 4}, 0.f, 1.f, &init).requires_grad_();
+    Tensor w_last = Tensor::normal({4, 3}, 0.f, 1.f, &init).requires_grad_();
+    Tensor bias = Tensor::normal({6}, 0.f, 1.f, &init).requires_grad_();
+    const std::vector<Tensor> params{w_shared, unused, w_last, bias};
+    // w_shared is used twice (its gradient is final only after both uses add
+    // into it), `unused` gets no gradient at all.
+    auto loss_of = [&] {
+        Tensor h = matmul(x, mul(w_shared, w_shared));  // [4,4]
+        Tensor y = matmul(h, w_last);                    // [4,3]
+        return add(sum(mul(y, y)), sum(mul(bias, bias)));
+    };
+    const double weight = (r + 1.0) / (K * (K + 1) / 2.0);
+    // The reference: the same scaled gradients, one blocking allreduce each.
+    loss_of().backward();
+    std::vector<std::vector<float>> expected;
+    for (const Tensor& p : params) {
+        if (!p.grad().defined()) {
+            expected.emplace_back();
+            continue;
+        }
+        std::vector<float> g(p.grad().data(), p.grad().data() + p.numel());
+        for (float& v : g) v *= static_cast<float>(weight);
+        dist::allreduce_sum(g.data(), static_cast<int64_t>(g.size()));
+        expected.push_back(g);
+    }
+    for (const Tensor& p : params) const_cast<Tensor&>(p).zero_grad();
+    GradientReducer reducer(params, weight, 30);
+    {
+        BackwardListenerScope listen(reducer.listener());
+        loss_of().backward();
+    }
+    reducer.finish();
+    CHECK_FALSE(unused.grad().defined());
+    for (size_t i = 0; i < params.size(); ++i) {
+        CAPTURE(i);
+        if (expected[i].empty()) continue;
+        const Tensor g = params[i].grad();
+        REQUIRE(g.defined());
+        CHECK(same_on_every_rank(g));
+        // Two ranks: a + b either way, the same bits. More: MPI may pick
+        // another summation order for another message size.
+        for (int64_t j = 0; j < g.numel(); ++j) {
+            if (K == 2) CHECK(g.data()[j] == expected[i][static_cast<size_t>(j)]);
+            else CHECK(g.data()[j] == doctest::Approx(expected[i][static_cast<size_t>(j)]).epsilon(1e-6));
+        }
+    }
+}
+
+TEST_CASE("batch totals: the whole batch's count, loss and correct images, and which rank went non-finite") {
+    const int K = dist::size(), r = dist::rank();
+    // Rank q has q + 1 images with mean loss q + 0.5 and q right.
+    BatchTotals t = batch_totals(r + 1, r + 0.5, r);
+    int64_t count = 0, correct = 0;
+    double loss = 0;
+    for (int q = 0; q < K; ++q) {
+        count += q + 1;
+        loss += (q + 1) * (q + 0.5);
+        correct += q;
+    }
+    CHECK(t.count == count);
+    CHECK(t.loss == loss / count);
+    CHECK(t.correct == correct);
+    CHECK(t.first_non_finite_rank == -1);
+    t = batch_totals(4, r == 1 ? NAN : 1.0, 0);
+    CHECK(std::isnan(t.loss));
+    CHECK(t.first_non_finite_rank == 1);
+    t = batch_totals(4, r >= 1 ? INFINITY : 1.0, 0);
+    CHECK(t.first_non_finite_rank == 1);
+}
+
+TEST_CASE("evaluate over the ranks: each its slice of every batch, the totals of the whole set on every rank") {
+    auto set = std::make_shared<ImageSet>();
+    set->n = 37;  // batches of 8: the last has 5, and 1 image would leave some rank nothing
+    set->channels = 3;
+    set->height = set->width = 32;
+    set->class_names = {"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"};
+    Generator gen(3);
+    for (int64_t i = 0; i < set->n * set->image_size(); ++i)
+        set->pixels.push_back(static_cast<uint8_t>(gen.randint(256)));
+    for (int64_t i = 0; i < set->n; ++i) set->labels.push_back(static_cast<int>(i % 10));
+    manual_seed(9);
+    auto model = make_model("cnn", "batch", 10);
+    for (int64_t batch : {8, 1}) {
+        CAPTURE(batch);
+        LoaderOptions lo;
+        lo.batch_size = batch;
+        const EvalResult whole = evaluate(*model, set, lo);
+        lo.rank = dist::rank();
+        lo.ranks = dist::size();
+        const EvalResult split = evaluate(*model, set, lo);
+        CHECK(split.n == whole.n);
+        CHECK(split.accuracy == whole.accuracy);
+        CHECK(split.confusion == whole.confusion);
+        CHECK(split.loss == doctest::Approx(whole.loss).epsilon(1e-6));
+        double mine = split.loss, all[16] = {};
+        REQUIRE(dist::size() <= 16);
+        dist::allgather(&mine, 1, all);
+        for (int q = 1; q < dist::size(); ++q) CHECK(all[q] == all[0]);
+        CHECK_THROWS_WITH_AS(evaluate(*model, set, lo, /*keep_logits=*/true),
+                             doctest::Contains("keep_logits needs the whole set"), Error);
     }
 }
