@@ -36,6 +36,7 @@
 
 #include "core/error.h"
 #include "core/parallel.h"
+#include "dist/comm.h"
 
 namespace minnow::app {
 
@@ -137,7 +138,7 @@ inline void setup_threads(int threads) {
 // A program's main after its flags are declared: parses them (a mistake is
 // exit code 2 with CLI11's message, which names the flag), runs `body`, and
 // turns what it throws into "<app>: <what>" on stderr and the exit codes
-// above. Output that could not be written (a full disk behind stdout) is an
+// above (in a job of several ranks, dist/comm.h, it stops the whole job). Output that could not be written (a full disk behind stdout) is an
 // error too.
 inline int run_app(CLI::App& app, int argc, char** argv, const std::function<int()>& body) {
     const std::string name = std::filesystem::path(argv[0]).filename().string();
@@ -152,18 +153,25 @@ inline int run_app(CLI::App& app, int argc, char** argv, const std::function<int
         return kExitUsage;
     }
     int code = kExitFailed;
+    std::string error;
     try {
         code = body();
     } catch (const UsageError& e) {
-        std::fprintf(stderr, "%s: %s\n", name.c_str(), e.what());
+        error = e.what();
         code = kExitUsage;
     } catch (const std::bad_alloc&) {
-        std::fprintf(stderr, "%s: out of memory (try a smaller --batch-size or fewer images)\n", name.c_str());
+        error = "out of memory (try a smaller --batch-size or fewer images)";
         code = kExitFailed;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "%s: %s\n", name.c_str(), e.what());
+        error = e.what();
         code = kExitFailed;
     }
+    if (!error.empty() && dist::size() > 1) {
+        // The other ranks may be waiting in a collective for this one: the
+        // whole job stops, with this rank's message (dist::abort_job names it).
+        dist::abort_job(name + ": " + error, code);
+    }
+    if (!error.empty()) std::fprintf(stderr, "%s: %s\n", name.c_str(), error.c_str());
     if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
         std::fprintf(stderr, "%s: cannot write the output (%s)\n", name.c_str(), std::strerror(errno));
         if (code == kExitOk) code = kExitFailed;

@@ -12,6 +12,13 @@
 // Each epoch (train/loop.h): evaluation on the test set, a line of metrics
 // (terminal, CSV, JSON lines), an atomic checkpoint of everything a resume
 // needs and the figures (train/callbacks.h).
+//
+// Data-parallel over MPI (dist/comm.h): `mpirun -np K train_cifar ...` runs K
+// ranks, each on its slice of every batch (--batch-size is the whole batch's),
+// with the gradients averaged every step (train/data_parallel.h) and, with
+// --sync-bn, BatchNorm's statistics over the whole batch
+// (layers/syncbatchnorm.h). Rank 0 alone prints and writes files, and reads
+// the files of --init and --resume for the others.
 #include <CLI/CLI.hpp>
 
 #include <chrono>
@@ -20,10 +27,14 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <thread>
 
 #include "apps/common.h"
+#include "dist/comm.h"
 #include "layers/norm_factory.h"
+#include "layers/syncbatchnorm.h"
 #include "core/random.h"
+#include "data/io.h"
 #include "kernels/cpu.h"
 #include "optim/lr_scheduler.h"
 #include "optim/sgd.h"
@@ -42,7 +53,7 @@ struct Options {
     std::vector<int64_t> milestones{10, 15};
     double gamma = 0.1;
     std::vector<float> mean = kCifarMean, std = kCifarStd;
-    bool no_shuffle = false, no_augment = false, resume = false, no_cache = false, progress = true;
+    bool no_shuffle = false, no_augment = false, resume = false, no_cache = false, progress = true, sync_bn = false;
     uint64_t seed = 0;
     std::set<std::string> given;  // the flags on the command line
 };
@@ -73,6 +84,7 @@ const std::vector<RecipeField>& recipe() {
         field("no-augment", &Options::no_augment), field("no-shuffle", &Options::no_shuffle),
         field("seed", &Options::seed),             field("train-limit", &Options::train_limit),
         field("test-limit", &Options::test_limit), field("init", &Options::init),
+        field("sync-bn", &Options::sync_bn),
     };
     return fields;
 }
@@ -107,29 +119,89 @@ void take_recipe(Options& o, const TrainingCheckpoint& ck, const std::string& pa
     }
 }
 
+// Every rank must train with rank 0's recipe (mpirun can start ranks with
+// different flags, and a rank with another --lr would silently train another
+// model): a UsageError naming the first flag that differs.
+void require_rank0_recipe(const Options& o) {
+    if (dist::size() == 1) return;
+    std::map<std::string, std::string> mine = recipe_metadata(o);
+    mine["epochs"] = std::to_string(o.epochs);
+    mine["steps"] = std::to_string(o.steps);
+    std::string text;
+    for (const auto& [flag, value] : mine) text += flag + '\0' + value + '\0';
+    std::vector<uint8_t> bytes(text.begin(), text.end());
+    dist::broadcast_bytes(bytes);
+    std::map<std::string, std::string> rank0;
+    for (size_t at = 0; at < bytes.size();) {
+        const std::string flag(reinterpret_cast<const char*>(bytes.data() + at));
+        at += flag.size() + 1;
+        const std::string value(reinterpret_cast<const char*>(bytes.data() + at));
+        at += value.size() + 1;
+        rank0[flag] = value;
+    }
+    for (const auto& [flag, value] : mine)
+        if (rank0[flag] != value)
+            throw UsageError("--" + flag + " " + value + " on rank " + std::to_string(dist::rank()) + ", but --" +
+                             flag + " " + rank0[flag] + " on rank 0: every rank must be given the same recipe");
+}
+
+// A safetensors file read by rank 0 and given to every rank (the others may
+// run on machines that do not have it); `exists` false: there is none.
+std::optional<SafetensorsFile> load_on_rank0(const std::string& path, bool must_exist) {
+    std::vector<uint8_t> bytes;
+    uint8_t exists = 1;
+    if (dist::is_root()) {
+        exists = must_exist || fs::exists(path);
+        if (exists) bytes = read_file_bytes(path);
+    }
+    std::vector<uint8_t> flag{exists};
+    dist::broadcast_bytes(flag);
+    if (!flag[0]) return std::nullopt;
+    dist::broadcast_bytes(bytes);
+    return parse_safetensors(bytes.data(), bytes.size(), path);
+}
+
 // ---------------------------------------------------------------- the run
 int run(Options o) {
+    const int ranks = dist::size(), rank = dist::rank();
+    // Every rank runs this same code; rank 0's lines are the run's, the
+    // others' would repeat them. Their errors still go to stderr.
+    if (rank != 0 && !std::freopen("/dev/null", "w", stdout)) throw Error("cannot silence stdout on rank " + std::to_string(rank));
+    // The machine's cores are shared by its ranks unless told otherwise.
+    if (ranks > 1 && o.threads == 0 && !std::getenv("MINNOW_NUM_THREADS"))
+        o.threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / dist::local_size());
     setup_threads(o.threads);
     const std::string out = o.out.empty() ? "results/" + o.model + "-" + o.norm : o.out;
-    require_writable_folder(out, "--out");
     const std::string ckpt_path = out + "/checkpoint.safetensors";
-    require_writable_file(ckpt_path, "--out (its checkpoint.safetensors)");
-    if (!o.save.empty()) require_writable_file(o.save, "--save");
+    if (rank == 0) {
+        require_writable_folder(out, "--out");
+        require_writable_file(ckpt_path, "--out (its checkpoint.safetensors)");
+        if (!o.save.empty()) require_writable_file(o.save, "--save");
+    }
+    if (o.batch_size < ranks)
+        throw UsageError("--batch-size " + std::to_string(o.batch_size) + " is smaller than the " +
+                         std::to_string(ranks) + " ranks: every rank needs at least one image of each batch");
+
+    require_rank0_recipe(o);
 
     // A resumed run's recipe is the checkpoint's, before anything is built from it.
     std::optional<TrainingCheckpoint> ck;
-    if (o.resume && fs::exists(ckpt_path)) {
-        ck = TrainingCheckpoint::load(ckpt_path);
-        take_recipe(o, *ck, ckpt_path);
-    } else if (o.resume) {
-        std::printf("--resume: no checkpoint in %s yet, starting afresh\n", out.c_str());
+    if (o.resume) {
+        if (std::optional<SafetensorsFile> f = load_on_rank0(ckpt_path, false)) {
+            ck = TrainingCheckpoint::from_file(*f);
+            take_recipe(o, *ck, ckpt_path);
+        } else {
+            std::printf("--resume: no checkpoint in %s yet, starting afresh\n", out.c_str());
+        }
     }
 
     // The model first: a batch that cannot fit is refused before the data loads.
     manual_seed(o.seed);
     auto model = make_model(o.model, o.norm);
-    require_batch_fits(*model, true, o.train_limit > 0 ? std::min(o.batch_size, o.train_limit) : o.batch_size, 32,
-                       "--batch-size");
+    if (o.sync_bn && convert_sync_batchnorm(*model) == 0)
+        throw UsageError("--sync-bn: the model has no BatchNorm to synchronise (--norm " + o.norm + ")");
+    const int64_t per_rank = (o.train_limit > 0 ? std::min(o.batch_size, o.train_limit) : o.batch_size);
+    require_batch_fits(*model, true, (per_rank + ranks - 1) / ranks, 32, "--batch-size");
 
     // Data
     const std::string root = find_cifar10(o.data);
@@ -140,6 +212,11 @@ int run(Options o) {
     std::printf("data: %s: %lld train, %lld test images (%.1f s)\n", root.c_str(),
                 static_cast<long long>(train_set->n), static_cast<long long>(test_set->n),
                 std::chrono::duration<double>(Clock::now() - t_data).count());
+    if (const int64_t last = train_set->n % o.batch_size; ranks > 1 && last > 0 && last < ranks)
+        throw UsageError("--batch-size " + std::to_string(o.batch_size) + ": the last batch of each epoch has " +
+                         std::to_string(last) + " of the " + std::to_string(train_set->n) +
+                         " training images, fewer than the " + std::to_string(ranks) +
+                         " ranks; choose another --batch-size or --train-limit");
     LoaderOptions lo;
     lo.batch_size = o.batch_size;
     lo.shuffle = !o.no_shuffle;
@@ -147,11 +224,13 @@ int run(Options o) {
     lo.mean = o.mean;
     lo.std = o.std;
     lo.augment = !o.no_augment;
+    lo.rank = rank;
+    lo.ranks = ranks;
     DataLoader loader(train_set, lo);
 
     // Optimizer and schedule (PyTorch's MultiStepLR, stepped per epoch)
     if (!o.init.empty() && !ck) {
-        model->load_state_dict(model_entries(load_safetensors(o.init)), true, o.init);
+        model->load_state_dict(model_entries(*load_on_rank0(o.init, true)), true, o.init);
         std::printf("init: %s\n", o.init.c_str());
     }
     SGDOptions so(o.lr);
@@ -160,23 +239,27 @@ int run(Options o) {
     SGD opt(model->named_parameters(), so);
     MultiStepLR sched(opt, o.milestones, o.gamma);
 
-    // One checkpoint file holds the whole training state (train/checkpoint.h).
-    ProgressBar progress(o.progress);
-    EpochTable table(" (stopped by --steps)");
-    LayerGradNorms layers(*model);
-    MetricsLog metrics(out + "/metrics.csv", out + "/metrics.jsonl", &layers);
     TrainState state;
     if (ck) {
         state = ck->resume(*model, opt, &sched);
-        if (!ck->history.empty()) metrics.restore(ck->history);
         std::printf("resumed from %s after epoch %lld (step %lld)\n", ckpt_path.c_str(),
                     static_cast<long long>(state.epochs_done), static_cast<long long>(state.step));
     }
+    // Every rank starts from rank 0's weights and buffers (they are the same
+    // already, from the same seed or file; this makes sure, as PyTorch's DDP does).
+    for (TensorEntry& e : model->state_dict()) dist::broadcast(e.tensor.data(), e.tensor.numel());
     int64_t params = 0;
     for (const Tensor& p : model->parameters()) params += p.numel();
     std::printf("model: %s, norm %s, %lld parameters; %s\n", o.model.c_str(), o.norm.c_str(),
                 static_cast<long long>(params), threading_info().c_str());
     std::printf("kernels: %s\n", kernels_info().c_str());
+    if (ranks > 1)
+        std::printf("data-parallel: %d ranks (%d on this machine), each %lld or %lld images of every batch of "
+                    "%lld; BatchNorm statistics %s\n",
+                    ranks, dist::local_size(), static_cast<long long>(o.batch_size / ranks),
+                    static_cast<long long>((o.batch_size + ranks - 1) / ranks),
+                    static_cast<long long>(o.batch_size),
+                    o.sync_bn ? "over the whole batch (--sync-bn)" : "per rank, averaged after each epoch");
     std::printf("recipe: %d epochs, batch %lld, SGD lr %g momentum %g weight decay %g, lr x%g at epochs",
                 o.epochs, static_cast<long long>(o.batch_size), o.lr, o.momentum, o.weight_decay, o.gamma);
     for (auto m : o.milestones) std::printf(" %lld", static_cast<long long>(m));
@@ -193,15 +276,42 @@ int run(Options o) {
     loop.label_smoothing = static_cast<float>(o.label_smoothing);
     loop.test_set = test_set;
     loop.test_loader = test_loader_options(256, o.mean, o.std);  // normalised as the training batches
-    SaveCheckpoint checkpoint(ckpt_path, *model, opt, &sched, recipe_metadata(o), &metrics);
-    Figures figures(out, metrics.csv_path(), fs::path(out).filename().string());
-    const LoopResult r = train_epochs(*model, opt, &sched, loader, loop, state,
-                                      {&progress, &table, &layers, &metrics, &checkpoint, &figures});
+    loop.test_loader.rank = rank;
+    loop.test_loader.ranks = ranks;
+    // What the run leaves behind, written by rank 0 alone. One checkpoint
+    // file holds the whole training state (train/checkpoint.h).
+    std::optional<ProgressBar> progress;
+    std::optional<EpochTable> table;
+    std::optional<LayerGradNorms> layers;
+    std::optional<MetricsLog> metrics;
+    std::optional<SaveCheckpoint> checkpoint;
+    std::optional<Figures> figures;
+    std::vector<Callback*> callbacks;
+    if (rank == 0) {
+        progress.emplace(o.progress);
+        table.emplace(" (stopped by --steps)");
+        layers.emplace(*model);
+        metrics.emplace(out + "/metrics.csv", out + "/metrics.jsonl", &*layers);
+        if (ck && !ck->history.empty()) metrics->restore(ck->history);
+        std::map<std::string, std::string> run = recipe_metadata(o);
+        run["ranks"] = std::to_string(ranks);  // for the record: a resume may use any number
+        checkpoint.emplace(ckpt_path, *model, opt, &sched, run, &*metrics);
+        figures.emplace(out, metrics->csv_path(), fs::path(out).filename().string());
+        callbacks = {&*progress, &*table, &*layers, &*metrics, &*checkpoint, &*figures};
+    }
+    const LoopResult r = train_epochs(*model, opt, &sched, loader, loop, state, callbacks);
+    if (r.diverged && rank != 0) {
+        // Every rank stops at the same step; the rank whose slice went
+        // non-finite says what it found there, rank 0 says the rest.
+        if (r.diverged->rank == rank)
+            std::fprintf(stderr, "train_cifar (rank %d): %s\n", rank, r.diverged->reason.c_str());
+        return kExitDiverged;
+    }
     if (r.diverged) {
         const Divergence& d = *r.diverged;
         std::string kept;
-        if (checkpoint.saved_epoch() > 0)
-            kept = "The last checkpoint, of epoch " + std::to_string(checkpoint.saved_epoch()) + ", is in " + ckpt_path;
+        if (checkpoint->saved_epoch() > 0)
+            kept = "The last checkpoint, of epoch " + std::to_string(checkpoint->saved_epoch()) + ", is in " + ckpt_path;
         else if (ck)
             kept = "The checkpoint resumed from (epoch " + std::to_string(state.epochs_done) + ") is left as it was in " +
                    ckpt_path;
@@ -209,12 +319,15 @@ int run(Options o) {
             kept = "No checkpoint of this run was written (" + ckpt_path + " is from an earlier run)";
         else
             kept = "No checkpoint was written (one is written at the end of each whole epoch)";
+        const std::string where =
+            d.rank > 0 ? "the loss of rank " + std::to_string(d.rank) + "'s slice is not finite (that rank says why)"
+                       : d.reason;
         std::fprintf(stderr, "train_cifar: diverged at step %lld (epoch %lld, batch %lld): %s.\n%s.\n",
                      static_cast<long long>(d.step), static_cast<long long>(d.epoch),
-                     static_cast<long long>(d.batch), d.reason.c_str(), kept.c_str());
+                     static_cast<long long>(d.batch), where.c_str(), kept.c_str());
         return kExitDiverged;
     }
-    if (!o.save.empty()) {
+    if (!o.save.empty() && rank == 0) {
         const std::vector<TensorEntry> state_dict = model->state_dict();
         if (const std::string bad = first_non_finite(state_dict); !bad.empty())
             throw Error("--save " + o.save + ": not saved, the model is not finite: " + bad);
@@ -231,6 +344,12 @@ int run(Options o) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    try {
+        dist::init(&argc, &argv);  // one process unless started by mpirun
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "train_cifar: %s\n", e.what());
+        return kExitFailed;
+    }
     Options o;
     CLI::App app{"train_cifar: trains a reference network on CIFAR-10 (the BatchNorm experiment)"};
     app.add_option("--model", o.model, "network")->check(CLI::IsMember(model_names()))->capture_default_str();
@@ -263,6 +382,8 @@ int main(int argc, char** argv) {
         ->check(flag::real(0, 1e30, /*open_lo=*/true));
     app.add_flag("--no-augment", o.no_augment, "no random crop and flip");
     app.add_flag("--no-shuffle", o.no_shuffle, "training batches in file order");
+    app.add_flag("--sync-bn", o.sync_bn,
+                 "under mpirun: BatchNorm statistics over the whole batch, not each rank's slice (SyncBatchNorm)");
     app.add_option("--steps", o.steps, "stop after this many optimizer steps (default: no limit)")
         ->check(flag::whole(1, int64_t{1000000000}));
     app.add_option("--train-limit", o.train_limit, "use N training images, evenly across the classes (0: all)")
