@@ -25,16 +25,93 @@ ChannelView::ChannelView(const std::vector<int64_t>& shape) {
     for (size_t d = 2; d < shape.size(); ++d) S *= shape[d];
 }
 
+namespace {
+
+// ---------------------------------------------------------------- the order of additions
+// Every float sum of this file is one of lane_sums below, so its order of
+// additions is written out here and not left to the vectoriser: term i of a
+// chunk goes to lane i % kLanes, each lane adds its terms in order of i (the
+// tail's, fewer than kLanes, to the first lanes), and the lanes are combined
+// by a fixed tree (l += l + 8, then + 4, + 2, + 1). A `#pragma omp simd
+// reduction` leaves the order (vector width, unrolling, the epilogue) to the
+// compiler, which need not pick the same for two loops: BatchNorm + ReLU
+// fused promises the bits of ReLU's backward followed by BatchNorm's, so its
+// sums over g = relu_grad(dy, z) and grad_sums over the g that ReLU wrote must
+// add the same numbers in the same order. kLanes = 16 floats are one AVX-512
+// register, two AVX2 ones or four SSE ones: the same order vectorises at
+// every width. The other half of the promise is that a product rounds the same
+// way in both loops; with fused multiply-adds left to the compiler (g++'s
+// default -ffp-contract=fast) it did not: g++ 12 at -march=native on Zen 3
+// gave grad_sums' vector loop vmulps + vaddps and the fused one's vfmadd231ps.
+// So this file is compiled with -ffp-contract=off (CMakeLists.txt): every
+// a * b + c here rounds the product, whatever the compiler and the ISA.
+constexpr int kLanes = 16;
+
+// sa = sum_{i < n} ta(i), sb = sum_{i < n} tb(i), in the order above (n <= kChunk).
+template <class TermA, class TermB>
+inline void lane_sums(int64_t n, TermA ta, TermB tb, float& sa, float& sb) {
+    float a[kLanes] = {}, b[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+#pragma omp simd
+        for (int l = 0; l < kLanes; ++l) {
+            a[l] += ta(i + l);
+            b[l] += tb(i + l);
+        }
+    }
+    for (int l = 0; i + l < n; ++l) {
+        a[l] += ta(i + l);
+        b[l] += tb(i + l);
+    }
+    for (int w = kLanes / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; ++l) {
+            a[l] += a[l + w];
+            b[l] += b[l + w];
+        }
+    sa = a[0], sb = b[0];
+}
+
+// One sum in the same order.
+template <class Term>
+inline float lane_sum(int64_t n, Term t) {
+    float a[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+#pragma omp simd
+        for (int l = 0; l < kLanes; ++l) a[l] += t(i + l);
+    }
+    for (int l = 0; i + l < n; ++l) a[l] += t(i + l);
+    for (int w = kLanes / 2; w >= 1; w /= 2)
+        for (int l = 0; l < w; ++l) a[l] += a[l + w];
+    return a[0];
+}
+
+// The backward's two sums over a run, s_dy += sum g(i) and s_dy_xmu += sum
+// g(i) * (x[i] - mu), for g = dy (BatchNorm's own backward) or g =
+// relu_grad(dy, z) (fused with the ReLU after it): one function for both, so
+// the same g gives the same sums.
+template <class Grad>
+inline void grad_sums_of(Grad g, const float* x, int64_t len, float mu, double& s_dy, double& s_dy_xmu) {
+    for (int64_t i0 = 0; i0 < len; i0 += kChunk) {
+        const float* xc = x + i0;
+        float a, b;
+        lane_sums(
+            std::min(len - i0, kChunk), [&](int64_t i) { return g(i0 + i); },
+            [&](int64_t i) { return g(i0 + i) * (xc[i] - mu); }, a, b);
+        s_dy += a;
+        s_dy_xmu += b;
+    }
+}
+
+}  // namespace
+
 namespace run_sums {
 
 double sum(const float* p, int64_t len) {
     double s = 0;
     for (int64_t i0 = 0; i0 < len; i0 += kChunk) {
-        const int64_t i1 = std::min(len, i0 + kChunk);
-        float part = 0.f;
-#pragma omp simd reduction(+ : part)
-        for (int64_t i = i0; i < i1; ++i) part += p[i];
-        s += part;
+        const float* c = p + i0;
+        s += lane_sum(std::min(len - i0, kChunk), [&](int64_t i) { return c[i]; });
     }
     return s;
 }
@@ -42,27 +119,14 @@ double sum(const float* p, int64_t len) {
 double sum_sq_dev(const float* p, int64_t len, float mu) {
     double s = 0;
     for (int64_t i0 = 0; i0 < len; i0 += kChunk) {
-        const int64_t i1 = std::min(len, i0 + kChunk);
-        float part = 0.f;
-#pragma omp simd reduction(+ : part)
-        for (int64_t i = i0; i < i1; ++i) part += (p[i] - mu) * (p[i] - mu);
-        s += part;
+        const float* c = p + i0;
+        s += lane_sum(std::min(len - i0, kChunk), [&](int64_t i) { return (c[i] - mu) * (c[i] - mu); });
     }
     return s;
 }
 
 void grad_sums(const float* dy, const float* x, int64_t len, float mu, double& s_dy, double& s_dy_xmu) {
-    for (int64_t i0 = 0; i0 < len; i0 += kChunk) {
-        const int64_t i1 = std::min(len, i0 + kChunk);
-        float a = 0.f, b = 0.f;
-#pragma omp simd reduction(+ : a, b)
-        for (int64_t i = i0; i < i1; ++i) {
-            a += dy[i];
-            b += dy[i] * (x[i] - mu);
-        }
-        s_dy += a;
-        s_dy_xmu += b;
-    }
+    grad_sums_of([&](int64_t i) { return dy[i]; }, x, len, mu, s_dy, s_dy_xmu);
 }
 
 }  // namespace run_sums
@@ -94,23 +158,11 @@ void scale_shift_channel(const float* x, const ChannelView& v, int64_t c, float 
 }
 
 // run_sums::grad_sums over g = relu_grad(dy, x * a + b), the gradient that
-// reaches z through the ReLU: the same chunks and the same order of
-// additions, so the same sums as ReLU's backward writing g and grad_sums
-// reading it.
+// reaches z through the ReLU: the same function of g (grad_sums_of), so the
+// same sums as ReLU's backward writing g and grad_sums reading it.
 void grad_sums_through_relu(const float* dy, const float* x, int64_t len, float mu, float a, float b, double& s_dy,
                             double& s_dy_xmu) {
-    for (int64_t i0 = 0; i0 < len; i0 += kChunk) {
-        const int64_t i1 = std::min(len, i0 + kChunk);
-        float sg = 0.f, sgx = 0.f;
-#pragma omp simd reduction(+ : sg, sgx)
-        for (int64_t i = i0; i < i1; ++i) {
-            const float g = relu_grad(dy[i], affine(x[i], a, b));
-            sg += g;
-            sgx += g * (x[i] - mu);
-        }
-        s_dy += sg;
-        s_dy_xmu += sgx;
-    }
+    grad_sums_of([&](int64_t i) { return relu_grad(dy[i], affine(x[i], a, b)); }, x, len, mu, s_dy, s_dy_xmu);
 }
 
 // Passes 1 and 2 over channel c: its mean (from memory), then the sum of
