@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <set>
@@ -38,6 +39,7 @@
 #include "kernels/cpu.h"
 #include "optim/lr_scheduler.h"
 #include "optim/sgd.h"
+#include "train/data_parallel.h"
 
 using namespace minnow;
 using namespace minnow::app;
@@ -326,6 +328,16 @@ int run(Options o) {
                      static_cast<long long>(d.step), static_cast<long long>(d.epoch),
                      static_cast<long long>(d.batch), where.c_str(), kept.c_str());
         return kExitDiverged;
+    }
+    if (ranks > 1) {
+        // Rank 0's own clock (train/data_parallel.h): what the step waited for
+        // the gradients' sums after backward(); run with MINNOW_ALLREDUCE=blocking
+        // to see the allreduce's whole time, which the overlap otherwise hides.
+        const AllreduceTime t = allreduce_time();
+        const char* mode = std::getenv("MINNOW_ALLREDUCE");
+        if (t.steps > 0)
+            std::printf("allreduce of the gradients (rank 0, %s): %.2f ms per step waited for after backward\n",
+                        mode && *mode ? mode : "overlapped", 1e3 * t.waited_s / t.steps);
     }
     if (!o.save.empty() && rank == 0) {
         const std::vector<TensorEntry> state_dict = model->state_dict();

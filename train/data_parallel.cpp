@@ -103,7 +103,6 @@ void GradientReducer::fill(size_t k) {
 void GradientReducer::start_ready_buckets() {
     while (next_to_start_ < buckets_.size() && buckets_[next_to_start_].unfilled == 0) {
         Bucket& b = buckets_[next_to_start_++];
-        if (first_start_ < 0) first_start_ = now_s();
         b.sum = dist::AllreduceRequest::start(b.data.data(), static_cast<int64_t>(b.data.size()));
         b.started = true;
     }
@@ -135,8 +134,7 @@ void GradientReducer::finish() {
     }
     const double t1 = now_s();
     AllreduceTime& t = time_so_far();
-    t.in_flight_s += t1 - first_start_;
-    t.exposed_s += t1 - t0;
+    t.waited_s += t1 - t0;
     ++t.steps;
 }
 

@@ -74,15 +74,14 @@ private:
     std::vector<bool> filled_;                   // per parameter: its gradient is in its bucket
     std::unordered_map<const TensorImpl*, size_t> index_of_;
     size_t next_to_start_ = 0;
-    double first_start_ = -1;  // steady-clock seconds
 };
 
-// Time in the gradients' allreduces since the process started (rank-local):
-// `in_flight` from each step's first bucket start to its last sum being
-// back, `exposed` the part of it the step waited for in finish(). The
-// overlap hid in_flight - exposed.
+// What the gradients' allreduces cost the steps since the process started
+// (rank-local): the time finish() waited for sums after backward(), over
+// `steps` steps. With MINNOW_ALLREDUCE=blocking that is the whole allreduce;
+// overlapped, what the overlap left exposed.
 struct AllreduceTime {
-    double in_flight_s = 0, exposed_s = 0;
+    double waited_s = 0;
     int64_t steps = 0;
 };
 AllreduceTime allreduce_time();
