@@ -44,9 +44,21 @@ void finalize_at_exit() {
 
 bool built_with_mpi() { return MINNOW_MPI != 0; }
 
+#if MINNOW_MPI
+// Whether a launcher (mpirun, mpiexec, srun) started this process: each sets
+// its rank in the environment. A process started by hand is a job of one and
+// does not start MPI at all (a singleton MPI_Init would spawn a helper
+// daemon and keep allocations the leak checker reports).
+static bool started_by_launcher() {
+    for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"})
+        if (std::getenv(v)) return true;
+    return false;
+}
+#endif
+
 void init(int* argc, char*** argv) {
 #if MINNOW_MPI
-    if (mpi_running()) return;
+    if (mpi_running() || !started_by_launcher()) return;
     int provided = 0;
     check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
     // Errors come back as return codes (and become minnow Errors) instead of

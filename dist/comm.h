@@ -26,7 +26,8 @@ namespace minnow::dist {
 // Starts MPI for this process (MPI_Init_thread with MPI_THREAD_FUNNELED:
 // OpenMP threads compute, only the main thread communicates) and finishes it
 // at exit. Call once, first thing in main; calling it again does nothing.
-// Without MPI, or before init, the job is one process.
+// Without MPI, before init, or in a process no launcher (mpirun) started,
+// the job is one process and MPI is never started.
 void init(int* argc, char*** argv);
 bool built_with_mpi();
 

@@ -8,6 +8,9 @@
 # rank killed mid-run (the last checkpoint stays whole).
 set -euo pipefail
 build=$1; work=$2; mpiexec=$3
+# MPI_APPS_QUICK=1 (the sanitizer build, where a run is ~30x slower): every
+# code path once, without the comparisons against other runs and the killed rank.
+full() { [ "${MPI_APPS_QUICK:-0}" = 0 ]; }
 rm -rf "$work"; mkdir -p "$work"
 fail() { echo "FAILED: $*" >&2; exit 1; }
 "$build/tests/make_tiny_cifar" "$work/cifar" 16  # 80 training images (5 files x 16), 16 test
@@ -24,24 +27,27 @@ grep -q "data-parallel: 2 ranks" "$work/two.log" || fail "no data-parallel line"
 # gradients anew; --lr 0.02 keeps that mild). The 2-rank run, whose 8-image
 # slices may take other kernels than 16 images do, must stay within 3x that
 # spread: a wrong weighting of the ranks' gradients moves the losses by far more.
-MINNOW_ISA=generic "$build/train_cifar" --data "$work/cifar" --batch-size 16 --threads 2 "${flags[@]:2}" --epochs 2 --sync-bn --seed 4 --lr 0.02 --out "$work/one_other" > /dev/null
+full && MINNOW_ISA=generic "$build/train_cifar" --data "$work/cifar" --batch-size 16 --threads 2 "${flags[@]:2}" --epochs 2 --sync-bn --seed 4 --lr 0.02 --out "$work/one_other" > /dev/null
 # within_rounding RUN COLUMN WHAT: RUN's column against one's, as a multiple
-# of one_other's distance from one (a floor of 1e-6 relative for runs that
-# happen to agree to the bit).
+# of one_other's distance from one, that distance taken as at least 1e-4 of
+# the value: builds differ in how much the two one-process runs happen to
+# share (in the Debug + ASan build they agreed to 1e-6 while the 8-image
+# slices moved the loss by 5e-5), and 1e-4 after 10 steps is rounding in any
+# build, where a wrong weighting of the gradients moves it by percent.
 within_rounding() {
   paste -d, <(tail -n +2 "$work/one/metrics.csv" | cut -d, -f"$2") <(tail -n +2 "$work/one_other/metrics.csv" | cut -d, -f"$2") \
             <(tail -n +2 "$work/$1/metrics.csv" | cut -d, -f"$2") |
     awk -F, -v what="$3" 'function abs(v) { return v < 0 ? -v : v }
-      { spread = abs($2 - $1); d = abs($3 - $1); floor = 1e-6 * abs($1); if (spread < floor) spread = floor
+      { spread = abs($2 - $1); d = abs($3 - $1); floor = 1e-4 * abs($1); if (spread < floor) spread = floor
         r = d / spread; if (r > worst) worst = r; if (d > maxd) maxd = d }
       END { printf "%s: largest difference %.3g, %.2f x the one-process rounding spread\n", what, maxd, worst
             exit worst > 3 }' || fail "$3 beyond 3x float rounding"
 }
 # train_loss, test_loss, gradient norm (columns 3, 5, 7); the accuracies are
 # counts of the same images.
-within_rounding two 3 "train loss, 2 ranks vs 1 process"
-within_rounding two 5 "test loss, 2 ranks vs 1 process"
-within_rounding two 7 "gradient norm, 2 ranks vs 1 process"
+full && within_rounding two 3 "train loss, 2 ranks vs 1 process"
+full && within_rounding two 5 "test loss, 2 ranks vs 1 process"
+full && within_rounding two 7 "gradient norm, 2 ranks vs 1 process"
 
 echo "--- one writer: one header line on stdout, the files of one run"
 [ "$(grep -c '^epoch ' "$work/two.log")" = 1 ] || fail "the epoch table was printed more than once"
@@ -52,10 +58,12 @@ echo "--- resume with another number of ranks: 2 ranks -> 1 process, 1 process -
 "${mpi[@]}" "${train[@]}" --epochs 1 --sync-bn --seed 4 --lr 0.02 --out "$work/two_one" > /dev/null
 "${train[@]}" --epochs 2 --sync-bn --seed 4 --lr 0.02 --out "$work/two_one" --resume > "$work/two_one.log"
 grep -q "resumed from" "$work/two_one.log" || fail "1 process did not resume the 2-rank checkpoint"
-"${train[@]}" --epochs 1 --sync-bn --seed 4 --lr 0.02 --out "$work/one_two" > /dev/null
-"${mpi[@]}" "${train[@]}" --epochs 2 --sync-bn --seed 4 --lr 0.02 --out "$work/one_two" --resume > "$work/one_two.log"
-grep -q "resumed from" "$work/one_two.log" || fail "2 ranks did not resume the 1-process checkpoint"
-for d in two_one one_two; do within_rounding $d 3 "train loss after resuming ($d)"; done
+if full; then
+  "${train[@]}" --epochs 1 --sync-bn --seed 4 --lr 0.02 --out "$work/one_two" > /dev/null
+  "${mpi[@]}" "${train[@]}" --epochs 2 --sync-bn --seed 4 --lr 0.02 --out "$work/one_two" --resume > "$work/one_two.log"
+  grep -q "resumed from" "$work/one_two.log" || fail "2 ranks did not resume the 1-process checkpoint"
+  for d in two_one one_two; do within_rounding $d 3 "train loss after resuming ($d)"; done
+fi
 
 echo "--- without --sync-bn: the checkpoint holds the buffers the test used (averaged over the ranks)"
 "${mpi[@]}" "${train[@]}" --epochs 1 --seed 4 --out "$work/local" > "$work/local.log"
@@ -86,6 +94,7 @@ set -e
 [ "$c4" = 3 ] && [ "$(grep -c 'diverged at step' "$work/f4.err")" = 1 ] ||
   { cat "$work/f4.err"; fail "a diverging 2-rank run (exit $c4, expected 3 and one message)"; }
 
+if full; then
 echo "--- a rank killed mid-run: the job stops, the last checkpoint stays whole and resumes"
 "${mpi[@]}" "${train[@]}" --epochs 1000 --out "$work/killed" > /dev/null 2> "$work/killed.err" &
 job=$!
@@ -105,4 +114,5 @@ set -e
   > /dev/null || fail "the checkpoint left by the killed job does not load"
 "${train[@]}" --epochs 1000 --steps 1 --out "$work/killed" --resume > "$work/killed_resume.log" ||
   fail "the killed job's checkpoint does not resume"
+fi
 echo "mpi apps: all checks passed"
