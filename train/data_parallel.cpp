@@ -54,8 +54,7 @@ struct GradientReducer::Bucket {
     std::vector<float> data;
     std::vector<size_t> members;  // parameter indices
     size_t unfilled = 0;
-    dist::AllreduceRequest sum;
-    bool started = false;
+    dist::AllreduceRequest sum;  // started once every member is filled, in bucket order
 };
 
 GradientReducer::GradientReducer(const std::vector<Tensor>& params, double weight, int64_t bucket_floats)
@@ -104,7 +103,6 @@ void GradientReducer::start_ready_buckets() {
     while (next_to_start_ < buckets_.size() && buckets_[next_to_start_].unfilled == 0) {
         Bucket& b = buckets_[next_to_start_++];
         b.sum = dist::AllreduceRequest::start(b.data.data(), static_cast<int64_t>(b.data.size()));
-        b.started = true;
     }
 }
 
