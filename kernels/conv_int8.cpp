@@ -1,0 +1,218 @@
+// The int8 convolution (kernels/conv_int8.h): the choice of kernel, the
+// packing of the weights, the portable kernel, and the loops around the
+// convolution that turn floats into bytes and back.
+#include "kernels/conv_int8.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "core/error.h"
+#include "kernels/cpu.h"
+#include "kernels/per_isa.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
+namespace minnow::int8 {
+
+// One output row at each instruction set: conv_int8_{avx512vnni,avxvnni,avx2}.cpp.
+void row_avx512vnni(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy, int32_t* acc);
+void row_avxvnni(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy, int32_t* acc);
+void row_avx2(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy, int32_t* acc);
+
+namespace {
+
+// AVX512-VNNI is bit 11 of ECX in CPUID leaf 7, subleaf 0; AVX-VNNI bit 4 of
+// EAX in leaf 7, subleaf 1. Asked of CPUID itself (not every compiler knows
+// "avxvnni" for __builtin_cpu_supports); that the OS saves the vector
+// registers is already part of levels avx2 and avx512 (kernels/cpu.cpp).
+bool cpu_has_avx512_vnni() {
+#if defined(__x86_64__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c >> 11 & 1);
+#else
+    return false;
+#endif
+}
+bool cpu_has_avx_vnni() {
+#if defined(__x86_64__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 4 & 1);
+#else
+    return false;
+#endif
+}
+
+Kernel resolve(Kernel k) {
+    if (k == Kernel::Auto) return best_kernel();
+    if (!kernel_available(k))
+        throw Error(std::string("int8 convolution: the ") + kernel_name(k) + " kernel is not available on this machine");
+    return k;
+}
+
+// The definition, on the packed weights: any CPU.
+void row_portable(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy, int32_t* acc) {
+    const int64_t groups = s.Cp() / kChannelGroup, Op = s.Op(), taps = s.kh * s.kw;
+    for (int64_t ox = 0; ox < s.Wo(); ++ox)
+        for (int64_t o = 0; o < Op; ++o) {
+            const int8_t* wo = w.values.data() + (o / kOutputBlock) * taps * groups * kChannelGroup * kOutputBlock +
+                               (o % kOutputBlock) * kChannelGroup;
+            int32_t sum = 0;
+            for (int64_t i = 0; i < s.kh; ++i)
+                for (int64_t j = 0; j < s.kw; ++j) {
+                    const uint8_t* x = X + ((oy * s.stride + i) * s.Wp() + ox * s.stride + j) * s.Cp();
+                    const int8_t* wt = wo + (i * s.kw + j) * groups * kChannelGroup * kOutputBlock;
+                    for (int64_t c = 0; c < s.Cp(); ++c)
+                        sum += static_cast<int32_t>(x[c]) * wt[(c / kChannelGroup) * kChannelGroup * kOutputBlock +
+                                                               c % kChannelGroup];
+                }
+            acc[ox * Op + o] = sum;
+        }
+}
+
+}  // namespace
+
+bool kernel_available(Kernel k) {
+    switch (k) {
+        case Kernel::Auto:
+        case Kernel::Portable: return true;
+        case Kernel::Avx512Vnni: return isa_supported(Isa::avx512) && cpu_has_avx512_vnni();
+        case Kernel::AvxVnni: return isa_supported(Isa::avx2) && cpu_has_avx_vnni();
+        case Kernel::Avx2: return isa_supported(Isa::avx2);
+    }
+    return false;
+}
+
+Kernel best_kernel() {
+    if (isa_active(Isa::avx512) && cpu_has_avx512_vnni()) return Kernel::Avx512Vnni;
+    if (isa_active(Isa::avx2) && cpu_has_avx_vnni()) return Kernel::AvxVnni;
+    if (isa_active(Isa::avx2)) return Kernel::Avx2;
+    return Kernel::Portable;
+}
+
+const char* kernel_name(Kernel k) {
+    switch (k) {
+        case Kernel::Auto: return kernel_name(best_kernel());
+        case Kernel::Avx512Vnni: return "avx512_vnni";
+        case Kernel::AvxVnni: return "avx_vnni";
+        case Kernel::Avx2: return "avx2";
+        case Kernel::Portable: return "portable";
+    }
+    return "?";
+}
+
+std::vector<Kernel> available_kernels() {
+    std::vector<Kernel> out;
+    for (Kernel k : {Kernel::Portable, Kernel::Avx2, Kernel::AvxVnni, Kernel::Avx512Vnni})
+        if (kernel_available(k)) out.push_back(k);
+    return out;
+}
+
+PackedWeights pack_weights(const int8_t* W, int64_t O, int64_t C, int64_t kh, int64_t kw) {
+    if (C <= 0 || O <= 0 || kh <= 0 || kw <= 0) throw Error("int8 convolution: a filter with a size below 1");
+    const ConvShape s{C, 1, 1, O, kh, kw, 1, 0};
+    PackedWeights p{C, O, kh, kw, std::vector<int8_t>(s.Op() * kh * kw * s.Cp(), 0)};
+    const int64_t groups = s.Cp() / kChannelGroup, taps = s.kh * s.kw;
+    for (int64_t o = 0; o < s.O; ++o)
+        for (int64_t c = 0; c < s.C; ++c)
+            for (int64_t t = 0; t < taps; ++t) {
+                const int8_t v = W[(o * s.C + c) * taps + t];
+                if (v < -kWeightMax) throw Error("int8 convolution: a weight of -128 (weights are in [-127, 127])");
+                p.values[(((o / kOutputBlock) * taps + t) * groups + c / kChannelGroup) * kChannelGroup * kOutputBlock +
+                         (o % kOutputBlock) * kChannelGroup + c % kChannelGroup] = v;
+            }
+    return p;
+}
+
+void conv(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy0, int64_t oy1, int32_t* acc,
+          Kernel kernel) {
+    if (s.C != w.C || s.O != w.O || s.kh != w.kh || s.kw != w.kw)
+        throw Error("int8 convolution: the shape does not match the packed filter");
+    if (s.H <= 0 || s.W <= 0 || s.stride <= 0 || s.pad < 0 || s.Hp() < s.kh || s.Wp() < s.kw)
+        throw Error("int8 convolution: the padded input " + std::to_string(s.Hp()) + "x" + std::to_string(s.Wp()) +
+                    " is empty or smaller than the kernel " + std::to_string(s.kh) + "x" + std::to_string(s.kw));
+    void (*row)(const uint8_t*, const ConvShape&, const PackedWeights&, int64_t, int32_t*) = row_portable;
+    switch (resolve(kernel)) {
+        case Kernel::Avx512Vnni: row = row_avx512vnni; break;
+        case Kernel::AvxVnni: row = row_avxvnni; break;
+        case Kernel::Avx2: row = row_avx2; break;
+        default: break;
+    }
+    const int64_t row_size = s.Wo() * s.Op();
+    for (int64_t oy = oy0; oy < oy1; ++oy) row(X, s, w, oy, acc + (oy - oy0) * row_size);
+}
+
+// ---------------------------------------------------------------- around the convolution
+namespace {
+
+// v clamped to [lo, 127] (a NaN to lo: never cast to an integer).
+MINNOW_LOOP_BODY int clamp_byte(float v, int lo) {
+    const float hi = static_cast<float>(kActivationMax);
+    return static_cast<int>(v > static_cast<float>(lo) ? (v < hi ? v : hi) : static_cast<float>(lo));
+}
+
+struct QuantizeImage {
+    // Returns whether every value was finite: x - x is 0 for a finite x, NaN otherwise.
+    MINNOW_LOOP_BODY static void run(const float* x, int64_t C, int64_t H, int64_t W, float inv_scale, int zero,
+                                     int64_t pad, uint8_t* out, bool* finite) {
+        const int64_t Cp = round_up(C, kChannelGroup), Wp = W + 2 * pad;
+        float check = 0.f;
+        for (int64_t h = 0; h < H; ++h) {
+            uint8_t* o = out + ((h + pad) * Wp + pad) * Cp;
+            for (int64_t c = 0; c < C; ++c) {
+                const float* xr = x + (c * H + h) * W;
+                for (int64_t w = 0; w < W; ++w) {
+                    check += xr[w] - xr[w];
+                    o[w * Cp + c] = static_cast<uint8_t>(clamp_byte(std::nearbyint(xr[w] * inv_scale) + zero, 0));
+                }
+            }
+        }
+        *finite = check == 0.f;
+    }
+};
+
+struct Requantize {
+    MINNOW_LOOP_BODY static void run(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* m,
+                                     const float* b, int lo, uint8_t* out, int64_t out_stride) {
+        for (int64_t p = 0; p < pixels; ++p)
+            for (int64_t o = 0; o < O; ++o)
+                out[p * out_stride + o] = static_cast<uint8_t>(
+                    clamp_byte(std::nearbyint(std::fma(static_cast<float>(acc[p * Op + o]), m[o], b[o])), lo));
+    }
+};
+
+struct Dequantize {
+    MINNOW_LOOP_BODY static void run(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* m,
+                                     const float* b, bool relu, float* out, int64_t out_stride) {
+        for (int64_t p = 0; p < pixels; ++p)
+            for (int64_t o = 0; o < O; ++o) {
+                const float y = std::fma(static_cast<float>(acc[p * Op + o]), m[o], b[o]);
+                out[p * out_stride + o] = relu ? std::max(y, 0.f) : y;
+            }
+    }
+};
+
+}  // namespace
+
+bool quantize_image(const float* x, int64_t C, int64_t H, int64_t W, float inv_scale, int zero, int64_t pad,
+                    uint8_t* out) {
+    const int64_t Cp = round_up(C, kChannelGroup);
+    std::fill(out, out + (H + 2 * pad) * (W + 2 * pad) * Cp, static_cast<uint8_t>(zero));
+    bool finite = true;
+    per_isa::run<QuantizeImage>(x, C, H, W, inv_scale, zero, pad, out, &finite);
+    return finite;
+}
+
+void requantize_row(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
+                    const float* offset, int lo, uint8_t* out, int64_t out_stride) {
+    per_isa::run<Requantize>(acc, pixels, O, Op, multiplier, offset, lo, out, out_stride);
+}
+
+void dequantize_row(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
+                    const float* offset, bool relu, float* out, int64_t out_stride) {
+    per_isa::run<Dequantize>(acc, pixels, O, Op, multiplier, offset, relu, out, out_stride);
+}
+
+}  // namespace minnow::int8
