@@ -2,6 +2,7 @@
 //
 //     bench                                   every configuration, a table
 //     bench --model cnn --norm batch --batch-size 128 --threads 2 --json
+//     bench --model cnn --norm batch --mode eval --int8 --image-size 128 --batch-size 1 --json
 //
 // A training step is what train_cifar does: forward, cross-entropy, backward,
 // SGD with momentum and weight decay. Reported: images/second and the median
@@ -11,6 +12,8 @@
 // with --layers each layer's forward and backward time. Without selection
 // flags each configuration runs in its own process, so peak memory is its own.
 // bench/compare.sh runs PyTorch on the same shapes, alternating, for ratios.
+// --int8 (eval only, the cnn) times the int8 version (layers/int8_model.h),
+// calibrated on random images: the time does not depend on the scales.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 #include <sys/resource.h>
@@ -38,6 +41,7 @@ struct Config {
     std::string model = "cnn", norm = "batch", mode = "train";
     int64_t batch_size = 128, image_size = 32;
     int threads = 0, warmup = 3, steps = 10;
+    bool int8 = false;
     bool layers = false;
 };
 
@@ -78,6 +82,8 @@ nlohmann::json run_config(const Config& c) {
     SGD opt(model->named_parameters(), so);
     const bool train = c.mode == "train";
     model->train(train);
+    std::shared_ptr<Module> evaluated = model;
+    if (c.int8) evaluated = int8_version(c.model, c.norm, *model, Tensor::normal({64, 3, 32, 32}, 0.f, 1.f));
     auto step = [&] {
         if (train) {
             opt.zero_grad();
@@ -85,7 +91,7 @@ nlohmann::json run_config(const Config& c) {
             opt.step();
         } else {
             NoGradGuard ng;
-            (*model)(x);
+            (*evaluated)(x);
         }
     };
     for (int i = 0; i < c.warmup; ++i) step();
@@ -107,12 +113,14 @@ nlohmann::json run_config(const Config& c) {
                      {"threads", get_num_threads()},
                      {"isa", isa_name(active_isa())},
                      {"kernels", kernels_info()},
+                     {"int8", c.int8},
                      {"img_per_s", c.batch_size / med},
                      {"ms_per_step_median", med * 1e3},
                      {"ms_per_step_p90", p90 * 1e3},
                      {"gflops", flops * (train ? 3 : 1) * c.batch_size / med / 1e9},
                      {"peak_rss_mb", peak_rss_mb()}};
 
+    if (c.int8) j["int8_kernel"] = int8::kernel_name(std::static_pointer_cast<Int8Model>(evaluated)->kernel());
     if (c.layers) {  // one more step with every layer timed (the timers cost a little)
         std::map<Module*, std::string> names;
         for (auto& [n, m] : model->named_modules())
@@ -182,9 +190,13 @@ int main(int argc, char** argv) {
     app.add_option("--steps", c.steps, "timed steps")->check(flag::whole(1, 100000))->capture_default_str();
     app.add_flag("--layers", c.layers, "also time each layer's forward and backward");
     app.add_flag("--json", json, "one JSON object per configuration");
+    auto* q = app.add_flag("--int8", c.int8, "eval: time the int8 version of the cnn (layers/int8_model.h)");
     return run_app(app, argc, argv, [&] {
         setup_threads(c.threads);
-        if (m->count() || n->count() || b->count() || md->count()) {
+        if (c.int8 && c.mode != "eval") throw Error("--int8: int8 is for inference; add --mode eval");
+        if (c.int8 && c.model != "cnn") throw Error("--int8: only the cnn has an int8 version, not " + c.model);
+        if (c.int8 && c.layers) throw Error("--int8: --layers times float layers; the int8 model has none");
+        if (m->count() || n->count() || b->count() || md->count() || q->count()) {
             nlohmann::json j = run_config(c);
             if (json) std::printf("%s\n", j.dump().c_str());
             else {

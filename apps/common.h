@@ -23,6 +23,8 @@
 #include "data/cifar10.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "layers/fold_batchnorm.h"
+#include "layers/int8_model.h"
 #include "layers/loss.h"
 #include "layers/models.h"
 #include "optim/grad_utils.h"
@@ -155,6 +157,30 @@ inline EvalResult evaluate(Module& model, std::shared_ptr<const ImageSet> set, i
                            bool keep_logits = false, const std::vector<float>& mean = kCifarMean,
                            const std::vector<float>& std = kCifarStd) {
     return minnow::evaluate(model, std::move(set), test_loader_options(batch_size, mean, std), keep_logits);
+}
+
+// int8 inference (layers/int8_model.h): `count` training images, evenly
+// across the classes, normalised as for training: what the activation scales
+// are calibrated on (never test images).
+inline Tensor calibration_images(const std::string& root, int64_t count, const std::string& cache_dir,
+                                 const std::vector<float>& mean, const std::vector<float>& std) {
+    DataLoader loader(load_split(root, true, count, cache_dir), test_loader_options(count, mean, std));
+    loader.start_epoch(0);
+    Batch b;
+    if (!loader.next(b)) throw Error("no training images to calibrate int8 on in " + root);
+    return b.images;
+}
+
+// The int8 version of `trained` (a model_name/norm network, not changed):
+// a copy with BatchNorm folded, quantized with scales from `calibration`.
+inline std::shared_ptr<Int8Model> int8_version(const std::string& model_name, const std::string& norm,
+                                               const Module& trained, const Tensor& calibration,
+                                               const Int8Options& options = {}) {
+    auto folded = make_model(model_name, norm);
+    folded->load_state_dict(trained.state_dict());
+    folded->eval();
+    fold_batchnorm(*folded);
+    return quantize_int8(*folded, calibration, options);
 }
 
 // Values of a file's metadata as text, and back: numbers in the shortest text

@@ -26,23 +26,26 @@ namespace {
 
 // AVX512-VNNI is bit 11 of ECX in CPUID leaf 7, subleaf 0; AVX-VNNI bit 4 of
 // EAX in leaf 7, subleaf 1. Asked of CPUID itself (not every compiler knows
-// "avxvnni" for __builtin_cpu_supports); that the OS saves the vector
-// registers is already part of levels avx2 and avx512 (kernels/cpu.cpp).
-bool cpu_has_avx512_vnni() {
+// "avxvnni" for __builtin_cpu_supports), once: in a virtual machine every
+// CPUID is a trip to the hypervisor (asked per row, it took 30% of the time).
+// That the OS saves the vector registers is part of levels avx2 and avx512
+// (kernels/cpu.cpp).
+bool cpuid_bit(unsigned leaf, unsigned subleaf, int word, int bit) {
 #if defined(__x86_64__)
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c >> 11 & 1);
+    unsigned r[4] = {0, 0, 0, 0};
+    return __get_cpuid_count(leaf, subleaf, &r[0], &r[1], &r[2], &r[3]) && (r[word] >> bit & 1);
 #else
+    (void)leaf, (void)subleaf, (void)word, (void)bit;
     return false;
 #endif
 }
+bool cpu_has_avx512_vnni() {
+    static const bool has = cpuid_bit(7, 0, 2, 11);
+    return has;
+}
 bool cpu_has_avx_vnni() {
-#if defined(__x86_64__)
-    unsigned a = 0, b = 0, c = 0, d = 0;
-    return __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a >> 4 & 1);
-#else
-    return false;
-#endif
+    static const bool has = cpuid_bit(7, 1, 0, 4);
+    return has;
 }
 
 Kernel resolve(Kernel k) {

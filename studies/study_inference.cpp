@@ -4,16 +4,23 @@
 //     study_inference --checkpoint ckpt.safetensors --only latency --iters 200
 //     study_inference --checkpoint ckpt.safetensors --only accuracy --test-limit 2000
 //
-// Three versions of one trained model, in eval mode:
+// Versions of one trained model, in eval mode:
 //   fp32          the model as trained (Conv2d, then BatchNorm2d with running statistics)
 //   fp32-folded   BatchNorm folded into the conv before it (layers/fold_batchnorm.h)
 //   bf16-folded   the folded model with every conv in bfloat16 (layers/conv2d_bf16.h)
+//   int8          the folded model in int8 (layers/int8_model.h), activation
+//                 scales calibrated (mse) on --calibration training images;
+//                 int8-minmax and int8-percentile calibrate the other ways
+//                 (accuracy only: they run the same kernels as int8)
 // and for each:
 //   latency      the time of one forward pass of a batch of 1, at 32x32 and
 //                128x128 (random images; the cnn pools globally before its
 //                classifier, so it takes any size): p50 and p90 over --iters passes
 //   throughput   images/second of a batch of 256 at 32x32 (from the median pass)
 //   accuracy     on the CIFAR-10 test set, and how far its logits are from fp32's
+// PyTorch's side (fp32, folded, bf16, its dynamic and static int8) is
+// bench/pytorch_inference.py, on the same checkpoint and images; summary.md
+// puts its results beside minnow's and draws latency.png.
 // The timed passes are done in rounds, each version in turn, so that a change
 // of the machine's speed during the run falls on all of them alike.
 //
@@ -30,6 +37,7 @@
 #include <cmath>
 #include <ctime>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "apps/common.h"
@@ -40,6 +48,8 @@
 #include "core/random.h"
 #include "layers/conv2d_bf16.h"
 #include "layers/fold_batchnorm.h"
+#include "layers/int8_model.h"
+#include "train/plot.h"
 
 using namespace minnow;
 using namespace minnow::app;
@@ -50,17 +60,19 @@ namespace {
 struct Options {
     std::string checkpoint, out = "results/studies/inference", data, only = "all", cache_dir = default_cache_dir();
     int threads = 0, iters = 200, throughput_iters = 10, rounds = 5;
-    int64_t test_limit = 0, batch_size = 256, throughput_batch = 256;
+    int64_t test_limit = 0, batch_size = 256, throughput_batch = 256, calibration = 512;
     std::string command;  // as typed, for the record
 };
 
 struct Variant {
     std::string name, description;
     std::shared_ptr<Module> model;
+    bool timed = true;  // in the latency part (the other int8 calibrations run the same kernels as int8)
 };
 
-// The three versions (see the top), each its own model loaded from the file.
-std::vector<Variant> make_variants(const std::string& checkpoint) {
+// The versions (see the top), each its own model loaded from the file.
+std::vector<Variant> make_variants(const Options& o) {
+    const std::string& checkpoint = o.checkpoint;
     SafetensorsFile f = load_safetensors(checkpoint);
     auto meta = [&](const std::string& key) {
         auto it = f.metadata.find(key);
@@ -91,6 +103,26 @@ std::vector<Variant> make_variants(const std::string& checkpoint) {
                      ") with the ReLU after each done by the conv, and max pooling "
                      "without the indices a backward would need; the classifier and pooling in float32",
                  bf16});
+    // int8: calibrated on training images, normalised as the checkpoint was trained.
+    const std::string root = find_cifar10(o.data);
+    const Tensor calibration =
+        calibration_images(root, o.calibration, o.cache_dir, normalisation_in(f, "mean", checkpoint, kCifarMean),
+                           normalisation_in(f, "std", checkpoint, kCifarStd));
+    for (Calibration c : {Calibration::Mse, Calibration::MinMax, Calibration::Percentile}) {
+        Int8Options opt;
+        opt.calibration = c;
+        auto m = load();
+        auto q = int8_version(meta("model"), meta("norm"), *m, calibration, opt);
+        const std::string how = c == Calibration::Percentile ? "the 99.99th percentile" : calibration_name(c);
+        v.push_back({c == Calibration::Mse ? "int8" : std::string("int8-") + calibration_name(c),
+                     "folded, then " + std::to_string(q->convs().size()) +
+                         " convs in int8 (per-output-channel weights; 7-bit activations with scales calibrated by " +
+                         how + " on " + std::to_string(calibration.size(0)) +
+                         " training images; int32 sums; requantization fused with the ReLU and the max-pool; " +
+                         int8::kernel_name(q->kernel()) +
+                         " kernel), the classifier quantized dynamically; global pooling in float32",
+                     q, c == Calibration::Mse});
+    }
     return v;
 }
 
@@ -128,11 +160,13 @@ void run_latency(const Options& o, std::vector<Variant>& variants) {
         manual_seed(0);
         Tensor x = Tensor::normal({s.batch, 3, s.size, s.size}, 0.f, 1.f);
         std::vector<Timing> rows;
-        for (auto& v : variants) rows.push_back({v.name, s.input, s.batch, {}, {}});
+        std::vector<Variant*> timed;
+        for (auto& v : variants)
+            if (v.timed) rows.push_back({v.name, s.input, s.batch, {}, {}}), timed.push_back(&v);
         const int rounds = std::max(1, std::min(o.rounds, s.iters));
         for (int r = 0; r < rounds; ++r)
-            for (size_t i = 0; i < variants.size(); ++i) {
-                Module& m = *variants[i].model;
+            for (size_t i = 0; i < timed.size(); ++i) {
+                Module& m = *timed[i]->model;
                 for (int w = 0; w < 2; ++w) m(x);  // warm the caches and the scratch buffers
                 const int n = s.iters / rounds + (r < s.iters % rounds ? 1 : 0);
                 for (int k = 0; k < n; ++k) {
@@ -187,13 +221,16 @@ void run_latency(const Options& o, std::vector<Variant>& variants) {
 void run_accuracy(const Options& o, std::vector<Variant>& variants) {
     const std::string root = find_cifar10(o.data);
     auto test_set = load_split(root, false, o.test_limit, o.cache_dir);
+    const SafetensorsFile f = load_safetensors(o.checkpoint);  // normalised as it was trained
+    const std::vector<float> mean = normalisation_in(f, "mean", o.checkpoint, kCifarMean),
+                             std = normalisation_in(f, "std", o.checkpoint, kCifarStd);
     std::ostringstream csv;
     csv << "variant,images,accuracy_pct,mean_loss,max_abs_logit_diff_vs_fp32,mean_abs_logit_diff_vs_fp32,"
            "max_abs_logit_fp32,predictions_changed_vs_fp32\n";
     Tensor fp32_logits;
     for (auto& v : variants) {
         const auto t0 = Clock::now();
-        EvalResult r = evaluate(*v.model, test_set, o.batch_size, true);
+        EvalResult r = evaluate(*v.model, test_set, o.batch_size, true, mean, std);
         const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
         if (!fp32_logits.defined()) fp32_logits = r.logits;
         double max_diff = 0, mean_diff = 0, scale = 0;
@@ -256,6 +293,22 @@ std::string cpu_model() {
     while (std::getline(in, line))
         if (line.rfind("model name", 0) == 0) return line.substr(line.find(':') + 2);
     return "unknown CPU";
+}
+
+// The instruction sets that decide which kernels can run (from /proc/cpuinfo's flags).
+std::string cpu_instruction_sets() {
+    std::ifstream in("/proc/cpuinfo");
+    std::string line, out;
+    while (std::getline(in, line))
+        if (line.rfind("flags", 0) == 0) {
+            std::istringstream words(line.substr(line.find(':') + 1));
+            std::vector<std::string> have{std::istream_iterator<std::string>(words), {}};
+            for (const char* f : {"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+                                  "amx_tile", "amx_int8", "amx_bf16"})
+                if (std::find(have.begin(), have.end(), f) != have.end()) out += std::string(out.empty() ? "" : " ") + f;
+            break;
+        }
+    return out.empty() ? "none of AVX2, AVX-512, VNNI, AMX" : out;
 }
 
 std::string now_utc() {
@@ -324,8 +377,8 @@ std::string latency_section(const Table& latency, const Table& torch, const std:
                                                               {"rows", rows.str()}});
     }
 
-    // The published GPU figure, against the best p50 of the low-precision version.
-    const std::string best_name = variants.back().name;
+    // The published GPU figure, against the best p50 of the int8 version.
+    const std::string best_name = "int8";
     std::string p50 = "-", at_threads, fp32;
     for (const auto& threads : thread_counts) {
         const std::string v = cell(latency, best_name, threads, "128x128", "1", "p50_ms");
@@ -335,9 +388,34 @@ std::string latency_section(const Table& latency, const Table& torch, const std:
         }
     }
     const bool beats = p50 != "-" && std::stod(p50) < 9.0;
+
+    // minnow's int8 against the faster of PyTorch's two int8 versions, shape by shape.
+    std::ostringstream against;
+    const std::vector<std::pair<std::string, std::string>> shapes = {
+        {"32x32", "1"}, {"128x128", "1"}, {"32x32", throughput_batch}};
+    for (const auto& threads : thread_counts)
+        for (const auto& [input, batch] : shapes) {
+            const std::string col = batch == "1" ? "p50_ms" : "img_per_s";
+            const std::string mine = cell(latency, best_name, threads, input, batch, col);
+            std::string theirs = "-", which;
+            for (const std::string t : {"pytorch int8-dynamic", "pytorch int8-static"}) {
+                const std::string v = cell(torch, t, threads, input, batch, col);
+                if (v == "-") continue;
+                const bool better = theirs == "-" || (batch == "1" ? std::stod(v) < std::stod(theirs)
+                                                                   : std::stod(v) > std::stod(theirs));
+                if (better) theirs = v, which = t;
+            }
+            if (mine == "-" || theirs == "-") continue;
+            const double ratio = batch == "1" ? std::stod(theirs) / std::stod(mine) : std::stod(mine) / std::stod(theirs);
+            against << "| " << threads << " | " << input << ", batch " << batch << " | " << fixed(mine, 2) << " | "
+                    << fixed(theirs, 2) << " (" << which << ") | " << fixed(std::to_string(ratio), 2) << " |\n";
+        }
     return fill_template(
         "inference/latency",
         {{"tables", tables},
+         {"against_pytorch", against.str().empty()
+                                 ? fill_template("inference/no_pytorch_int8", {})
+                                 : fill_template("inference/against_pytorch_int8", {{"rows", against.str()}})},
          {"throughput_batch", throughput_batch},
          {"version", best_name},
          {"p50", fixed(p50, 2)},
@@ -352,13 +430,22 @@ std::string latency_section(const Table& latency, const Table& torch, const std:
 }
 
 // The accuracy section: one row per version, from accuracy.csv.
-std::string accuracy_section(const Table& accuracy) {
+// PyTorch's rows (pytorch_accuracy.csv, differences against PyTorch's own fp32) follow minnow's.
+std::string accuracy_section(const Table& accuracy, const Table& torch) {
     if (accuracy.empty()) return fill_template("inference/accuracy_not_measured", {});
     std::ostringstream rows;
     for (const auto& r : accuracy)
-        rows << "| " << r.at("variant") << " | " << r.at("images") << " | " << r.at("accuracy_pct") << " | "
+        rows << "| minnow " << r.at("variant") << " | " << r.at("images") << " | " << r.at("accuracy_pct") << " | "
              << r.at("mean_loss") << " | " << r.at("max_abs_logit_diff_vs_fp32") << " | "
              << r.at("mean_abs_logit_diff_vs_fp32") << " | " << r.at("predictions_changed_vs_fp32") << " |\n";
+    auto at = [](const std::map<std::string, std::string>& r, const std::string& k) {
+        auto it = r.find(k);
+        return it == r.end() ? std::string("-") : it->second;
+    };
+    for (const auto& r : torch)
+        rows << "| " << at(r, "variant") << " | " << at(r, "images") << " | " << at(r, "accuracy") << " | "
+             << at(r, "mean_loss") << " | " << at(r, "max_abs_logit_diff") << " | " << at(r, "mean_abs_logit_diff")
+             << " | " << at(r, "predictions_changed") << " |\n";
     return fill_template("inference/accuracy",
                          {{"rows", rows.str()}, {"max_logit", accuracy.front().at("max_abs_logit_fp32")}});
 }
@@ -374,6 +461,8 @@ std::string how_it_was_run(const fs::path& out, const nlohmann::json& info) {
                                                  {"threading", p.value("threading", "")},
                                                  {"cpu", p.value("cpu", "")},
                                                  {"kernel", p.value("bf16_kernel", "")},
+                                                 {"int8_kernel", p.value("int8_kernel", "-")},
+                                                 {"isa", p.value("instruction_sets", "-")},
                                                  {"load", p.value("load_average_at_start", "?")}});
     }
     const fs::path torch_info = out / "pytorch_info.json";
@@ -392,11 +481,39 @@ std::string how_it_was_run(const fs::path& out, const nlohmann::json& info) {
     return lines;
 }
 
+// latency.png: batch-1 p50 of every version (minnow's, then PyTorch's) at
+// 32x32 and 128x128, at the largest thread count measured, from
+// latency_figure.csv. False if there is nothing to draw or no gnuplot.
+bool latency_figure(const fs::path& out, const Table& latency, const Table& torch) {
+    std::string threads;
+    for (const Table* t : {&latency, &torch})
+        for (const auto& r : *t)
+            if (threads.empty() || std::stoi(r.at("threads")) > std::stoi(threads)) threads = r.at("threads");
+    if (threads.empty()) return false;
+    std::ostringstream csv;
+    csv << "index,version,p50_32x32_ms,p50_128x128_ms\n";
+    int index = 0;
+    for (const auto& [table, prefix] : {std::pair{&latency, std::string("minnow ")}, std::pair{&torch, std::string()}})
+        for (const auto& r : *table)
+            if (r.at("threads") == threads && r.at("input") == "32x32" && r.at("batch") == "1")
+                csv << ++index << "," << prefix << r.at("variant") << ","
+                    << cell(*table, r.at("variant"), threads, "32x32", "1", "p50_ms") << ","
+                    << cell(*table, r.at("variant"), threads, "128x128", "1", "p50_ms") << "\n";
+    const fs::path data = out / "latency_figure.csv";
+    write_text_atomically(data.string(), csv.str());
+    Figure fig("Batch-1 latency by version (p50, " + threads_text(threads) + ")", "", "ms", /*log_y=*/true);
+    fig.extra = "set xtics rotate by -35 left\nset bmargin 9\nset xrange [0.5:" + std::to_string(index) + ".5]";
+    fig.series.push_back({data.string(), "index", "p50_32x32_ms", "32x32", "points pt 7 ps 1.5", "version"});
+    fig.series.push_back({data.string(), "index", "p50_128x128_ms", "128x128", "points pt 5 ps 1.5", "version"});
+    return plot((out / "latency.png").string(), fig);
+}
+
 // summary.md from whichever of latency.csv, accuracy.csv and pytorch_latency.csv exist.
 void write_summary(const Options& o, const nlohmann::json& info, const std::vector<Variant>& variants) {
     const fs::path out(o.out);
     const Table latency = read_csv(out / "latency.csv"), accuracy = read_csv(out / "accuracy.csv"),
-                torch = read_csv(out / "pytorch_latency.csv");
+                torch = read_csv(out / "pytorch_latency.csv"), torch_accuracy = read_csv(out / "pytorch_accuracy.csv");
+    const bool figure = latency_figure(out, latency, torch);
     std::string versions;
     for (const auto& v : variants)
         versions += fill_template("inference/version", {{"name", v.name}, {"description", v.description}});
@@ -408,7 +525,8 @@ void write_summary(const Options& o, const nlohmann::json& info, const std::vect
                         : ""},
          {"versions", versions},
          {"latency", latency_section(latency, torch, variants)},
-         {"accuracy", accuracy_section(accuracy)},
+         {"accuracy", accuracy_section(accuracy, torch_accuracy)},
+         {"figure", figure ? fill_template("inference/figure", {}) : ""},
          {"runs", how_it_was_run(out, info)}});
     write_text_atomically((out / "summary.md").string(), md);
 }
@@ -416,7 +534,7 @@ void write_summary(const Options& o, const nlohmann::json& info, const std::vect
 int run(const Options& o) {
     setup_threads(o.threads);
     require_writable_folder(o.out, "--out");
-    std::vector<Variant> variants = make_variants(o.checkpoint);
+    std::vector<Variant> variants = make_variants(o);
 
     const fs::path info_path = fs::path(o.out) / "run_info.json";
     nlohmann::json info = nlohmann::json::object();
@@ -448,6 +566,8 @@ int run(const Options& o) {
                               {"threading", threading_info()},
                               {"cpu", cpu_model()},
                               {"bf16_kernel", bf16::kernel_name(bf16::best_kernel())},
+                              {"int8_kernel", int8::kernel_name(int8::best_kernel())},
+                              {"instruction_sets", cpu_instruction_sets()},
                               {"kernels", kernels_info()}};
     std::printf("%s\n%s, %s\n%s\n", o.checkpoint.c_str(), threading_info().c_str(), cpu_model().c_str(),
                 kernels_info().c_str());
@@ -473,8 +593,8 @@ int run(const Options& o) {
 int main(int argc, char** argv) {
     Options o;
     for (int i = 0; i < argc; ++i) o.command += (i ? " " : "") + std::string(i ? argv[i] : "study_inference");
-    CLI::App app{"study_inference: eval latency, throughput and accuracy of fp32, BatchNorm-folded and bfloat16 "
-                 "versions of a trained model"};
+    CLI::App app{"study_inference: eval latency, throughput and accuracy of fp32, BatchNorm-folded, bfloat16 "
+                 "and int8 versions of a trained model"};
     app.add_option("--checkpoint", o.checkpoint, "trained model (train_cifar checkpoint or --save file)")->required();
     app.add_option("--out", o.out, "output folder")->capture_default_str();
     app.add_option("--only", o.only, "which part: all, latency or accuracy")
@@ -500,6 +620,9 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--batch-size", o.batch_size, "evaluation batch size for the accuracy")
         ->check(flag::whole(1, 10000))
+        ->capture_default_str();
+    app.add_option("--calibration", o.calibration, "training images the int8 versions are calibrated on")
+        ->check(flag::whole(1, 50000))
         ->capture_default_str();
     app.add_option("--cache-dir", o.cache_dir, "where decoded image folders are cached")->capture_default_str();
     return run_app(app, argc, argv, [&] { return run(o); });

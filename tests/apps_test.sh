@@ -55,6 +55,20 @@ echo "--- evaluate, with logits dumped"
 grep -q "test accuracy" "$work/eval_ckpt.log" || fail "evaluate of a training checkpoint"
 "$build/evaluate" --checkpoint "$work/a/final.safetensors" --data "$work/cifar" --dump-logits "$work/logits.safetensors" > "$work/eval.log"
 grep -q "test accuracy" "$work/eval.log" || fail "evaluate output"
+echo "--- evaluate --int8 (calibrated on training images), bench --int8"
+"$build/evaluate" --checkpoint "$work/a/final.safetensors" --data "$work/cifar" --int8 --calibration 20 \
+  > "$work/eval_int8.log" || fail "evaluate --int8"
+grep -q "norm batch, int8" "$work/eval_int8.log" || fail "evaluate --int8 output"
+code=0
+"$build/evaluate" --checkpoint "$work/a/final.safetensors" --data "$work/cifar" --calibration 20 \
+  > /dev/null 2> "$work/err_int8" || code=$?
+[ "$code" = 2 ] && grep -q "int8" "$work/err_int8" || fail "evaluate --calibration without --int8 is not refused"
+"$build/bench" --model cnn --mode eval --int8 --batch-size 1 --image-size 40 --steps 2 --warmup 1 --json \
+  > "$work/bench_int8.json" || fail "bench --int8"
+grep -q '"int8":true' "$work/bench_int8.json" || fail "bench --int8 json"
+code=0
+"$build/bench" --model cnn --int8 > /dev/null 2> "$work/err_int8" || code=$?
+[ "$code" != 0 ] && grep -q "mode eval" "$work/err_int8" || fail "bench --int8 in train mode is not refused"
 [ -s "$work/logits.safetensors" ] || fail "no logits file"
 # evaluate reports the test loss of the run's last epoch, with the run's own normalisation.
 "${train[@]}" --epochs 1 --mean 0.5,0.5,0.5 --std 0.25,0.25,0.25 --out "$work/norm" --save "$work/norm/final.safetensors" > /dev/null
@@ -62,7 +76,11 @@ for f in "$work/norm/checkpoint.safetensors" "$work/norm/final.safetensors"; do
   "$build/evaluate" --checkpoint "$f" --data "$work/cifar" --test-limit 20 > "$work/eval_norm.log"
   got=$(sed -n 's/.*mean cross-entropy \([0-9.]*\).*/\1/p' "$work/eval_norm.log")
   want=$(awk -F, 'NR == 2 { printf "%.4f", $5 }' "$work/norm/metrics.csv")
-  [ "$got" = "$want" ] || fail "evaluate of $f: test loss $got, the run's last epoch had $want"
+  # The same images and weights; the batches differ (evaluate's 256, training's
+  # 16), and so may the float sums' last digits (seen: 3.7739 against 3.7738).
+  # Another normalisation would be far off.
+  awk -v a="$got" -v b="$want" 'BEGIN { d = a - b; exit !(a != "" && d <= 2e-4 && d >= -2e-4) }' ||
+    fail "evaluate of $f: test loss $got, the run's last epoch had $want"
 done
 
 echo "--- a diverging run stops with the step and the layer, keeping its last checkpoint"

@@ -46,7 +46,7 @@ echo "--- batch-statistics noise"
   --probe-batches 5 --out "$work/noise" > "$work/noise.log"
 has "$work/noise/summary.md"
 
-echo "--- inference: fp32, BatchNorm folded, bf16 (a model trained for 2 steps)"
+echo "--- inference: fp32, BatchNorm folded, bf16, int8 (a model trained for 2 steps)"
 "$build/train_cifar" --data "$work/cifar" --threads 2 --no-cache --batch-size 8 --epochs 1 --steps 2 \
   --out "$work/model" --save "$work/model/final.safetensors" > "$work/model.log"
 "$build/study_inference" --checkpoint "$work/model/final.safetensors" --data "$work/cifar" --threads 2 \
@@ -54,6 +54,10 @@ echo "--- inference: fp32, BatchNorm folded, bf16 (a model trained for 2 steps)"
 has "$work/infer/summary.md"
 has "$work/infer/accuracy.csv"
 has "$work/infer/latency.csv"
+for v in int8 int8-minmax int8-percentile; do
+  grep -q "^$v," "$work/infer/accuracy.csv" || fail "study_inference: no accuracy of $v"
+done
+grep -q "^int8,128x128,1," "$work/infer/latency.csv" || fail "study_inference: no 128x128 latency of int8"
 
 if command -v gnuplot > /dev/null; then
   for f in lr/test_accuracy.png lr/step_loss.png mom/adaptation.png b1/test_accuracy.png init/step_loss.png; do

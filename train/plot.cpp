@@ -49,8 +49,11 @@ bool plot(const std::string& png_path, const Figure& fig) {
             const Series& s = fig.series[i];
             const int xc = csv_column(s.csv, s.x), yc = csv_column(s.csv, s.y);
             if (xc == 0 || yc == 0) throw Error(s.csv + ": no column '" + (xc ? s.y : s.x) + "' for " + png_path);
+            const int tc = s.xtic.empty() ? 0 : csv_column(s.csv, s.xtic);
+            if (!s.xtic.empty() && tc == 0) throw Error(s.csv + ": no column '" + s.xtic + "' for " + png_path);
             gp << (i ? ", \\\n     " : "") << "'" << fs::relative(s.csv, dir).string() << "' using " << xc << ":"
-               << yc << " skip 1 with " << s.style << " lw 2 title '" << s.title << "'";
+               << yc << (tc ? ":xtic(" + std::to_string(tc) + ")" : "") << " skip 1 with " << s.style
+               << " lw 2 title '" << s.title << "'";
         }
         gp << "\n";
         if (!gp.flush()) throw Error(gp_path.string() + ": cannot write");

@@ -15,6 +15,7 @@ namespace minnow {
 struct Series {
     std::string csv, x, y, title;
     std::string style = "linespoints";  // gnuplot's "with ..." ("lines" for long series)
+    std::string xtic = "";              // a column whose text labels the x axis at each point, or none
 };
 
 struct Figure {
