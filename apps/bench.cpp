@@ -12,7 +12,7 @@
 // with --layers each layer's forward and backward time. Without selection
 // flags each configuration runs in its own process, so peak memory is its own.
 // bench/compare.sh runs PyTorch on the same shapes, alternating, for ratios.
-// --int8 (eval only, the cnn) times the int8 version (layers/int8_model.h),
+// --int8 (eval only) times the int8 version (layers/int8_model.h),
 // calibrated on random images: the time does not depend on the scales.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -190,11 +190,10 @@ int main(int argc, char** argv) {
     app.add_option("--steps", c.steps, "timed steps")->check(flag::whole(1, 100000))->capture_default_str();
     app.add_flag("--layers", c.layers, "also time each layer's forward and backward");
     app.add_flag("--json", json, "one JSON object per configuration");
-    auto* q = app.add_flag("--int8", c.int8, "eval: time the int8 version of the cnn (layers/int8_model.h)");
+    auto* q = app.add_flag("--int8", c.int8, "eval: time the int8 version of the model (layers/int8_model.h)");
     return run_app(app, argc, argv, [&] {
         setup_threads(c.threads);
         if (c.int8 && c.mode != "eval") throw Error("--int8: int8 is for inference; add --mode eval");
-        if (c.int8 && c.model != "cnn") throw Error("--int8: only the cnn has an int8 version, not " + c.model);
         if (c.int8 && c.layers) throw Error("--int8: --layers times float layers; the int8 model has none");
         if (m->count() || n->count() || b->count() || md->count() || q->count()) {
             nlohmann::json j = run_config(c);

@@ -46,9 +46,6 @@ int run(const Options& o) {
     auto model = make_model(model_name, norm);
     model->load_state_dict(model_entries(f), true, o.checkpoint);
     require_batch_fits(*model, false, o.batch_size, 32, "--batch-size");
-    if (o.int8 && model_name != "cnn")
-        throw Error("--int8: only the cnn has an int8 version (resnet20's residual blocks have none), and " +
-                    o.checkpoint + " holds a " + model_name);
 
     const std::string root = find_cifar10(o.data);
     auto test_set = load_split(root, false, o.test_limit, o.cache_dir);

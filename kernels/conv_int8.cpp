@@ -65,7 +65,8 @@ void row_portable(const uint8_t* X, const ConvShape& s, const PackedWeights& w, 
             int32_t sum = 0;
             for (int64_t i = 0; i < s.kh; ++i)
                 for (int64_t j = 0; j < s.kw; ++j) {
-                    const uint8_t* x = X + ((oy * s.stride + i) * s.Wp() + ox * s.stride + j) * s.Cp();
+                    const uint8_t* x =
+                        X + ((oy * s.stride + i + s.origin()) * s.Wp() + ox * s.stride + j + s.origin()) * s.Cp();
                     const int8_t* wt = wo + (i * s.kw + j) * groups * kChannelGroup * kOutputBlock;
                     for (int64_t c = 0; c < s.Cp(); ++c)
                         sum += static_cast<int32_t>(x[c]) * wt[(c / kChannelGroup) * kChannelGroup * kOutputBlock +
@@ -133,9 +134,11 @@ void conv(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t 
           Kernel kernel) {
     if (s.C != w.C || s.O != w.O || s.kh != w.kh || s.kw != w.kw)
         throw Error("int8 convolution: the shape does not match the packed filter");
-    if (s.H <= 0 || s.W <= 0 || s.stride <= 0 || s.pad < 0 || s.Hp() < s.kh || s.Wp() < s.kw)
-        throw Error("int8 convolution: the padded input " + std::to_string(s.Hp()) + "x" + std::to_string(s.Wp()) +
-                    " is empty or smaller than the kernel " + std::to_string(s.kh) + "x" + std::to_string(s.kw));
+    if (s.H <= 0 || s.W <= 0 || s.stride <= 0 || s.pad < 0 || s.edge() < s.pad || s.H + 2 * s.pad < s.kh ||
+        s.W + 2 * s.pad < s.kw)
+        throw Error("int8 convolution: the padded input " + std::to_string(s.H + 2 * s.pad) + "x" +
+                    std::to_string(s.W + 2 * s.pad) + " is empty or smaller than the kernel " + std::to_string(s.kh) +
+                    "x" + std::to_string(s.kw) + " (or the buffer's border is narrower than the padding)");
     void (*row)(const uint8_t*, const ConvShape&, const PackedWeights&, int64_t, int32_t*) = row_portable;
     switch (resolve(kernel)) {
         case Kernel::Avx512Vnni: row = row_avx512vnni; break;
@@ -176,26 +179,44 @@ struct QuantizeImage {
     }
 };
 
-struct Requantize {
-    MINNOW_LOOP_BODY static void run(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* m,
-                                     const float* b, int lo, uint8_t* out, int64_t out_stride) {
+// v of requantize_row for one row (conv_int8.h), into v [pixels][O].
+MINNOW_LOOP_BODY void row_values(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* m,
+                                 const float* b, const Residual& r, float* v) {
+    for (int64_t p = 0; p < pixels; ++p)
+        for (int64_t o = 0; o < O; ++o) v[p * O + o] = std::fma(static_cast<float>(acc[p * Op + o]), m[o], b[o]);
+    if (r.bytes)
         for (int64_t p = 0; p < pixels; ++p)
             for (int64_t o = 0; o < O; ++o)
-                out[p * out_stride + o] = static_cast<uint8_t>(
-                    clamp_byte(std::nearbyint(std::fma(static_cast<float>(acc[p * Op + o]), m[o], b[o])), lo));
+                v[p * O + o] = std::fma(static_cast<float>(r.bytes[p * r.stride + o]), r.multiplier, v[p * O + o]);
+}
+
+struct Requantize {
+    MINNOW_LOOP_BODY static void run(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* m,
+                                     const float* b, const Residual* r, int lo, uint8_t* out, int64_t out_stride,
+                                     float* v) {
+        row_values(acc, pixels, O, Op, m, b, *r, v);
+        for (int64_t p = 0; p < pixels; ++p)
+            for (int64_t o = 0; o < O; ++o)
+                out[p * out_stride + o] = static_cast<uint8_t>(clamp_byte(std::nearbyint(v[p * O + o]), lo));
     }
 };
 
 struct Dequantize {
     MINNOW_LOOP_BODY static void run(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* m,
-                                     const float* b, bool relu, float* out, int64_t out_stride) {
+                                     const float* b, const Residual* r, bool relu, float* out, int64_t out_stride,
+                                     float* v) {
+        row_values(acc, pixels, O, Op, m, b, *r, v);
         for (int64_t p = 0; p < pixels; ++p)
-            for (int64_t o = 0; o < O; ++o) {
-                const float y = std::fma(static_cast<float>(acc[p * Op + o]), m[o], b[o]);
-                out[p * out_stride + o] = relu ? std::max(y, 0.f) : y;
-            }
+            for (int64_t o = 0; o < O; ++o) out[p * out_stride + o] = relu ? std::max(v[p * O + o], 0.f) : v[p * O + o];
     }
 };
+
+thread_local std::vector<float> t_values;
+
+float* values_scratch(int64_t n) {
+    if (static_cast<int64_t>(t_values.size()) < n) t_values.resize(n);
+    return t_values.data();
+}
 
 }  // namespace
 
@@ -209,13 +230,15 @@ bool quantize_image(const float* x, int64_t C, int64_t H, int64_t W, float inv_s
 }
 
 void requantize_row(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
-                    const float* offset, int lo, uint8_t* out, int64_t out_stride) {
-    per_isa::run<Requantize>(acc, pixels, O, Op, multiplier, offset, lo, out, out_stride);
+                    const float* offset, const Residual& residual, int lo, uint8_t* out, int64_t out_stride) {
+    per_isa::run<Requantize>(acc, pixels, O, Op, multiplier, offset, &residual, lo, out, out_stride,
+                             values_scratch(pixels * O));
 }
 
 void dequantize_row(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
-                    const float* offset, bool relu, float* out, int64_t out_stride) {
-    per_isa::run<Dequantize>(acc, pixels, O, Op, multiplier, offset, relu, out, out_stride);
+                    const float* offset, const Residual& residual, bool relu, float* out, int64_t out_stride) {
+    per_isa::run<Dequantize>(acc, pixels, O, Op, multiplier, offset, &residual, relu, out, out_stride,
+                             values_scratch(pixels * O));
 }
 
 }  // namespace minnow::int8

@@ -26,9 +26,10 @@
 //
 // Layouts (bytes, channels last, because a kernel reads 4 consecutive input
 // channels of one pixel as one 32-bit word):
-//   * input X: [Hp][Wp][Cp], Hp = H + 2*pad, Wp = W + 2*pad, Cp = C rounded up
-//     to a multiple of 4; the border is the value that means 0.0 (the zero
-//     point) and the padding channels anything (their weights are 0).
+//   * input X: [Hp][Wp][Cp], Hp = H + 2*border, Wp = W + 2*border (border >=
+//     the conv's padding), Cp = C rounded up to a multiple of 4; the border is
+//     the value that means 0.0 (the zero point) and the padding channels
+//     anything (their weights are 0).
 //   * weights: pack_weights() turns W [O][C][kh][kw] into
 //     [Op/16][kh*kw][Cp/4][16][4]: blocks of 16 output channels; in a block,
 //     for each tap (i, j) and group of 4 input channels, the 16 channels' 4
@@ -72,16 +73,22 @@ constexpr int kActivationMax = 127;    // activations are in [0, 127] (see the t
 constexpr int kWeightMax = 127;        // weights are in [-127, 127]
 inline int64_t round_up(int64_t n, int64_t block) { return (n + block - 1) / block * block; }
 
-// The geometry of one convolution (square stride, same padding on every side).
+// The geometry of one convolution (square stride, the same zero padding on
+// every side), and of its input's buffer, whose border may be wider than the
+// padding (one buffer read by a 3x3 conv with padding 1 and by a 1x1 conv
+// without: a ResNet block's input).
 struct ConvShape {
     int64_t C = 0, H = 0, W = 0;  // input channels and size, without padding
     int64_t O = 0, kh = 0, kw = 0, stride = 1, pad = 0;
+    int64_t border = -1;          // the input buffer's border, >= pad; -1: pad
     int64_t Cp() const { return round_up(C, kChannelGroup); }
     int64_t Op() const { return round_up(O, kOutputBlock); }
-    int64_t Hp() const { return H + 2 * pad; }
-    int64_t Wp() const { return W + 2 * pad; }
-    int64_t Ho() const { return (Hp() - kh) / stride + 1; }
-    int64_t Wo() const { return (Wp() - kw) / stride + 1; }
+    int64_t edge() const { return border < 0 ? pad : border; }
+    int64_t Hp() const { return H + 2 * edge(); }  // the buffer's rows and columns
+    int64_t Wp() const { return W + 2 * edge(); }
+    int64_t origin() const { return edge() - pad; }  // where the padded image starts in the buffer
+    int64_t Ho() const { return (H + 2 * pad - kh) / stride + 1; }
+    int64_t Wo() const { return (W + 2 * pad - kw) / stride + 1; }
     int64_t input_bytes() const { return Hp() * Wp() * Cp(); }
 };
 
@@ -112,14 +119,23 @@ void conv(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t 
 bool quantize_image(const float* x, int64_t C, int64_t H, int64_t W, float inv_scale, int zero, int64_t pad,
                     uint8_t* out);
 
+// What is added to a conv's outputs before they are rounded: the bytes of
+// another tensor at the same pixels and channels (a residual connection),
+// times one multiplier: v += float(residual[p * stride + o]) * multiplier.
+struct Residual {
+    const uint8_t* bytes = nullptr;  // none if null
+    int64_t stride = 0;
+    float multiplier = 0;
+};
+
 // One output row back to 8 bits, for the next layer: for pixel p and channel o < O,
-//     q = clamp(nearbyint(fma(float(acc[p][o]), multiplier[o], offset[o])), lo, 127)
+//     v = fma(float(acc[p][o]), multiplier[o], offset[o])   (+ the residual, by one more fma)
+//     q = clamp(nearbyint(v), lo, 127)
 // written to out[p * out_stride + o] (a ReLU is lo = the zero point; see docs/int8.md).
 void requantize_row(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
-                    const float* offset, int lo, uint8_t* out, int64_t out_stride);
-// The same to float: y = fma(float(acc), multiplier[o], offset[o]), then
-// max(y, 0) if relu; out[p * out_stride + o].
+                    const float* offset, const Residual& residual, int lo, uint8_t* out, int64_t out_stride);
+// The same to float: y = v, then max(y, 0) if relu; out[p * out_stride + o].
 void dequantize_row(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
-                    const float* offset, bool relu, float* out, int64_t out_stride);
+                    const float* offset, const Residual& residual, bool relu, float* out, int64_t out_stride);
 
 }  // namespace minnow::int8

@@ -23,6 +23,7 @@ namespace {
 struct Avx2 {
     using V = __m256i;
     static constexpr int kLanes = 8, kBlocks = 1, kPixels = 4;
+    static constexpr int pixels(int64_t) { return kPixels; }
     MINNOW_TILE_TARGET static V zero() { return _mm256_setzero_si256(); }
     MINNOW_TILE_TARGET static V load(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
     MINNOW_TILE_TARGET static V broadcast(const uint8_t* p) {

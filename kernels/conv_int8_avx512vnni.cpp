@@ -1,6 +1,7 @@
 // The AVX512-VNNI tiles of the int8 convolution: conv_int8_tiles.h for
 // 16-lane vectors. 32 zmm registers: 4 blocks of 16 output channels x 6
-// pixels (24 accumulators), the 4 weight vectors and a broadcast. VPDPBUSD
+// pixels (24 accumulators), the 4 weight vectors and a broadcast; with fewer
+// channels, more pixels (1 or 2 blocks x 12, 3 x 8). VPDPBUSD
 // multiplies 4 unsigned activation bytes by 4 signed weight bytes and adds
 // the four products to an int32 lane, 64 multiply-adds per instruction.
 #include <immintrin.h>
@@ -16,7 +17,8 @@ namespace {
 
 struct Avx512Vnni {
     using V = __m512i;
-    static constexpr int kLanes = 16, kBlocks = 4, kPixels = 6;
+    static constexpr int kLanes = 16, kBlocks = 4, kPixels = 12;
+    static constexpr int pixels(int64_t blocks) { return blocks <= 2 ? 12 : blocks == 3 ? 8 : 6; }
     MINNOW_TILE_TARGET static V zero() { return _mm512_setzero_si512(); }
     MINNOW_TILE_TARGET static V load(const int8_t* p) { return _mm512_loadu_si512(p); }
     MINNOW_TILE_TARGET static V broadcast(const uint8_t* p) {

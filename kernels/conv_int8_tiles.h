@@ -9,8 +9,11 @@
 //   T::V          the vector type (__m512i, __m256i) of int32 lanes
 //   T::kLanes     int32 per vector (16, 8); a packed block of 16 output
 //                 channels is 16 / kLanes vectors
-//   T::kBlocks    blocks of 16 output channels per tile
-//   T::kPixels    output pixels per tile
+//   T::kBlocks    blocks of 16 output channels per tile (at most)
+//   T::kPixels    output pixels per tile (at most)
+//   T::pixels(nb) output pixels per tile of nb blocks: fewer channels, more
+//                 pixels, so that a tile has enough independent sums to
+//                 hide the multiply-add's latency (about 10 on current CPUs)
 //   T::zero(), load(const int8_t*) (kLanes x 4 weights), broadcast(const uint8_t*)
 //   (4 activations, repeated in every lane), store(int32_t*, V), and
 //   dot(acc, a, w): acc[l] += a[4l]*w[4l] + ... + a[4l+3]*w[4l+3] (a unsigned, w signed)
@@ -54,7 +57,7 @@ MINNOW_TILE_TARGET void tile(const uint8_t* X, const ConvShape& s, const int8_t*
                              int32_t* acc) {
     using V = typename T::V;
     constexpr int per_block = static_cast<int>(kOutputBlock) / T::kLanes, NV = NB * per_block;
-    const int64_t Cp = s.Cp(), groups = Cp / kChannelGroup, Op = s.Op(), Wp = s.Wp();
+    const int64_t Cp = s.Cp(), groups = Cp / kChannelGroup, Op = s.Op(), Wp = s.Wp(), org = s.origin();
     const int64_t block_stride = s.kh * s.kw * groups * kChannelGroup * kOutputBlock;  // bytes per packed block
     V a[NV][NP];
     for (int v = 0; v < NV; ++v)
@@ -62,7 +65,8 @@ MINNOW_TILE_TARGET void tile(const uint8_t* X, const ConvShape& s, const int8_t*
     for (int64_t i = 0; i < s.kh; ++i)
         for (int64_t j = 0; j < s.kw; ++j) {
             const uint8_t* x[NP];
-            for (int p = 0; p < NP; ++p) x[p] = X + ((oy * s.stride + i) * Wp + (ox0 + p) * s.stride + j) * Cp;
+            for (int p = 0; p < NP; ++p)
+                x[p] = X + ((oy * s.stride + i + org) * Wp + (ox0 + p) * s.stride + j + org) * Cp;
             const int8_t* wt = w + (i * s.kw + j) * groups * kChannelGroup * kOutputBlock;
             for (int64_t g = 0; g < groups; ++g) {
                 V wv[NV];
@@ -98,9 +102,9 @@ void row(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t o
     const int64_t blocks = s.Op() / kOutputBlock, Wo = s.Wo(), Op = s.Op();
     const int64_t block_stride = s.kh * s.kw * s.Cp() * kOutputBlock;
     for (int64_t b0 = 0; b0 < blocks; b0 += T::kBlocks) {
-        const int64_t nb = std::min<int64_t>(T::kBlocks, blocks - b0);
-        for (int64_t ox = 0; ox < Wo; ox += T::kPixels) {
-            const int64_t np = std::min<int64_t>(T::kPixels, Wo - ox);
+        const int64_t nb = std::min<int64_t>(T::kBlocks, blocks - b0), pixels = T::pixels(nb);
+        for (int64_t ox = 0; ox < Wo; ox += pixels) {
+            const int64_t np = std::min<int64_t>(pixels, Wo - ox);
             table[nb - 1][np - 1](X, s, w.values.data() + b0 * block_stride, oy, ox,
                                   acc + ox * Op + b0 * kOutputBlock);
         }

@@ -1,5 +1,5 @@
-// int8 inference of a trained cnn: the model as a chain of int8 convs,
-// calibration, and the forward pass (layers/int8_model.h has the arithmetic,
+// int8 inference of a trained cnn or ResNet20: the model as a plan of int8
+// convs, calibration, and the forward pass (layers/int8_model.h has the arithmetic,
 // docs/int8.md the derivation).
 #include "layers/int8_model.h"
 
@@ -12,6 +12,7 @@
 
 #include "core/autograd.h"
 #include "core/error.h"
+#include "core/ops.h"
 #include "layers/activation.h"
 #include "layers/conv2d.h"
 #include "layers/flatten.h"
@@ -40,86 +41,88 @@ Calibration parse_calibration(const std::string& name) {
 
 namespace {
 
-// ---------------------------------------------------------------- the chain of layers
-struct Step {
+// ---------------------------------------------------------------- the plan
+// The model as int8 will compute it: activations (0 is the image) and convs
+// in the order they run, each with the float Conv2d it comes from. Run in
+// float (run_plan), it is the model's own forward.
+struct PlanConv {
     std::string name;
-    Module* module;  // null: the flatten of ReferenceCNN's forward
+    Conv2d* conv;
+    int input, output = -1, residual = -1;  // output -1: the features
+    bool relu = false, pool = false;
 };
-
-std::vector<Step> chain_of(Module& model) {
-    std::vector<Step> steps;
-    auto add_children = [&](Module& m, const std::string& prefix) {
-        for (auto& [name, child] : m.named_children()) steps.push_back({prefix + name, child.get()});
-    };
-    if (auto* cnn = dynamic_cast<ReferenceCNN*>(&model)) {
-        add_children(*cnn->features, "features.");
-        steps.push_back({"flatten", nullptr});
-        steps.push_back({"classifier", cnn->classifier.get()});
-    } else if (dynamic_cast<Sequential*>(&model)) {
-        add_children(model, "");
-    } else {
-        throw Error("quantize_int8: expected a Sequential or the cnn (ReferenceCNN), got a " + model.type_name() +
-                    " (resnet20's residual blocks have no int8 version)");
-    }
-    return steps;
-}
-
-// What the chain is, checked: convs (each with its ReLU and pool), then the
-// global pool, then the classifier.
 struct Plan {
-    struct ConvAt {
-        size_t step;
-        Conv2d* conv;
-        bool relu = false, pool = false;
-    };
-    std::vector<ConvAt> convs;
-    size_t global_pool = 0;
+    std::vector<std::string> activations{"the input image"};
+    std::vector<PlanConv> convs;
     std::string classifier_name;
     Linear* classifier = nullptr;
+    int add(const std::string& name) {
+        activations.push_back(name);
+        return static_cast<int>(activations.size()) - 1;
+    }
 };
 
-Plan plan_of(const std::vector<Step>& steps) {
+[[noreturn]] void refuse(const std::string& name, const Module* m, const std::string& why) {
+    throw Error("quantize_int8: '" + name + "' (" + (m ? m->type_name() : "flatten") + ") " + why);
+}
+
+void require_eval(const std::string& name, const Module* m) {
+    if (m->is_training()) refuse(name, m, "is in training mode; int8 is for inference: call eval() first");
+}
+
+// A module that must be an Identity: a BatchNorm folded away (or none).
+void require_folded(const std::string& name, const Module* m) {
+    require_eval(name, m);
+    if (!dynamic_cast<const Identity*>(m))
+        refuse(name, m,
+               m->type_name().find("BatchNorm") != std::string::npos
+                   ? "has no int8 version: fold BatchNorm into the conv before it first (layers/fold_batchnorm.h)"
+                   : "has no int8 version (int8 takes convs, ReLU, 2x2 max-pools, residual blocks, the global "
+                     "average pool and a Linear classifier)");
+}
+
+Conv2d* conv_at(const std::string& name, Module* m) {
+    require_eval(name, m);
+    auto* c = dynamic_cast<Conv2d*>(m);
+    if (!c) refuse(name, m, "is not a Conv2d");
+    return c;
+}
+
+// The cnn, or any Sequential of the layers int8_model.h lists.
+Plan chain_plan(const std::vector<std::pair<std::string, Module*>>& steps) {
     Plan plan;
     bool pooled = false;
-    auto refuse = [](const Step& s, const std::string& why) {
-        throw Error("quantize_int8: '" + s.name + "' (" + (s.module ? s.module->type_name() : "flatten") + ") " + why);
-    };
-    for (size_t i = 0; i < steps.size(); ++i) {
-        const Step& s = steps[i];
-        Module* m = s.module;
-        if (plan.classifier) refuse(s, "comes after the classifier; int8 ends with the classifier");
-        if (m && m->is_training()) refuse(s, "is in training mode; int8 is for inference: call eval() first");
+    for (const auto& [name, m] : steps) {
+        if (plan.classifier) refuse(name, m, "comes after the classifier; int8 ends with the classifier");
+        if (m) require_eval(name, m);
         if (!m || dynamic_cast<Flatten*>(m)) {
-            if (!pooled) refuse(s, "comes before the global average pool");
+            if (!pooled) refuse(name, m, "comes before the global average pool");
         } else if (auto* conv = dynamic_cast<Conv2d*>(m)) {
-            if (pooled) refuse(s, "comes after the global average pool");
-            plan.convs.push_back({i, conv});
+            if (pooled) refuse(name, m, "comes after the global average pool");
+            const int in = plan.convs.empty() ? 0 : plan.convs.back().output = plan.add(plan.convs.back().name + " output");
+            plan.convs.push_back({name, conv, in});
         } else if (dynamic_cast<Identity*>(m)) {
         } else if (dynamic_cast<ReLU*>(m)) {
             if (plan.convs.empty() || pooled || plan.convs.back().relu || plan.convs.back().pool)
-                refuse(s, "does not follow a conv; int8 takes a ReLU only right after a conv");
+                refuse(name, m, "does not follow a conv; int8 takes a ReLU only right after a conv");
             plan.convs.back().relu = true;
         } else if (auto* pool = dynamic_cast<MaxPool2d*>(m)) {
             if (pool->kernel_size != 2 || pool->stride != 2 || pool->padding != 0)
-                refuse(s, "is not a 2x2 max-pool with stride 2 and no padding, the only one int8 takes");
+                refuse(name, m, "is not a 2x2 max-pool with stride 2 and no padding, the only one int8 takes");
             if (plan.convs.empty() || pooled || plan.convs.back().pool)
-                refuse(s, "does not follow a conv (or its ReLU); int8 pools only right after one");
+                refuse(name, m, "does not follow a conv (or its ReLU); int8 pools only right after one");
             plan.convs.back().pool = true;
         } else if (auto* gap = dynamic_cast<AdaptiveAvgPool2d*>(m)) {
-            if (gap->output_size != 1) refuse(s, "pools to more than 1x1; int8 takes a global average pool only");
-            if (plan.convs.empty()) refuse(s, "has no conv before it");
-            if (plan.convs.back().pool) refuse(s, "follows a max-pool; int8 takes the global pool right after a conv");
+            if (gap->output_size != 1) refuse(name, m, "pools to more than 1x1; int8 takes a global average pool only");
+            if (plan.convs.empty()) refuse(name, m, "has no conv before it");
+            if (plan.convs.back().pool) refuse(name, m, "follows a max-pool; int8 takes the global pool right after a conv");
             pooled = true;
-            plan.global_pool = i;
         } else if (auto* linear = dynamic_cast<Linear*>(m)) {
-            if (!pooled) refuse(s, "comes before the global average pool");
+            if (!pooled) refuse(name, m, "comes before the global average pool");
             plan.classifier = linear;
-            plan.classifier_name = s.name;
-        } else if (m->type_name().find("Norm") != std::string::npos) {
-            refuse(s, "has no int8 version: fold BatchNorm into the conv before it first (layers/fold_batchnorm.h)");
+            plan.classifier_name = name;
         } else {
-            refuse(s, "has no int8 version (int8 takes Conv2d, ReLU, MaxPool2d(2), Identity, AdaptiveAvgPool2d(1), "
-                      "Flatten and one Linear)");
+            require_folded(name, m);  // says why
         }
     }
     if (plan.convs.empty()) throw Error("quantize_int8: the model has no Conv2d");
@@ -128,10 +131,86 @@ Plan plan_of(const std::vector<Step>& steps) {
     return plan;
 }
 
+// ResNet20 (layers/models.h): relu(conv1) then blocks relu(conv2(relu(conv1(x))) + shortcut(x)).
+Plan resnet_plan(ResNet20& net) {
+    Plan plan;
+    require_eval("", &net);
+    require_folded("bn1", net.bn1.get());
+    plan.convs.push_back({"conv1", conv_at("conv1", net.conv1.get()), 0});
+    plan.convs.back().relu = true;
+    int x = plan.convs.back().output = plan.add("conv1 -> relu");
+    for (const auto& [stage_name, stage] : net.named_children()) {
+        auto* blocks = dynamic_cast<Sequential*>(stage.get());
+        if (!blocks) continue;  // conv1, bn1, linear
+        for (const auto& [index, child] : blocks->named_children()) {
+            const std::string b = stage_name + "." + index + ".";
+            auto* block = dynamic_cast<BasicBlock*>(child.get());
+            if (!block) refuse(b.substr(0, b.size() - 1), child.get(), "is not a BasicBlock");
+            require_eval(b.substr(0, b.size() - 1), block);
+            require_folded(b + "bn1", block->bn1.get());
+            require_folded(b + "bn2", block->bn2.get());
+            plan.convs.push_back({b + "conv1", conv_at(b + "conv1", block->conv1.get()), x});
+            plan.convs.back().relu = true;
+            const int t = plan.convs.back().output = plan.add(b + "conv1 -> relu");
+            int residual = x;
+            const auto& sc = block->shortcut->named_children();
+            if (!sc.empty()) {
+                if (sc.size() != 2) refuse(b + "shortcut", block->shortcut.get(), "is not a conv and its BatchNorm");
+                require_folded(b + "shortcut.1", sc[1].second.get());
+                plan.convs.push_back({b + "shortcut.0", conv_at(b + "shortcut.0", sc[0].second.get()), x});
+                residual = plan.convs.back().output = plan.add(b + "shortcut");
+            }
+            plan.convs.push_back({b + "conv2", conv_at(b + "conv2", block->conv2.get()), t, -1, residual, true});
+            x = plan.convs.back().output = plan.add(b + "conv2 + shortcut -> relu");
+        }
+    }
+    plan.convs.back().output = -1;  // the last block's output: the features
+    plan.activations.pop_back();
+    plan.classifier = net.linear.get();
+    plan.classifier_name = "linear";
+    return plan;
+}
+
+Plan plan_of(Module& model) {
+    if (auto* net = dynamic_cast<ResNet20*>(&model)) return resnet_plan(*net);
+    std::vector<std::pair<std::string, Module*>> steps;
+    if (auto* cnn = dynamic_cast<ReferenceCNN*>(&model)) {
+        require_eval("", cnn);
+        for (auto& [name, child] : cnn->features->named_children()) steps.push_back({"features." + name, child.get()});
+        steps.push_back({"flatten", nullptr});
+        steps.push_back({"classifier", cnn->classifier.get()});
+    } else if (dynamic_cast<Sequential*>(&model)) {
+        for (auto& [name, child] : model.named_children()) steps.push_back({name, child.get()});
+    } else {
+        throw Error("quantize_int8: expected the cnn, ResNet20 or a Sequential, got a " + model.type_name());
+    }
+    return chain_plan(steps);
+}
+
+// The plan in float on images x: calls see(activation, value) for each
+// activation (0 included) and returns the logits.
+template <class See>
+Tensor run_plan(const Plan& plan, const Tensor& x, See see) {
+    NoGradGuard no_grad;
+    std::vector<Tensor> values(plan.activations.size());
+    values[0] = x;
+    see(0, x);
+    Tensor features;
+    for (const PlanConv& c : plan.convs) {
+        Tensor y = (*c.conv)(values[c.input]);
+        if (c.residual >= 0) y = add(y, values[c.residual]);
+        if (c.relu) y = relu(y);
+        if (c.pool) y = max_pool2d(y, 2, 2);
+        if (c.output < 0) features = y;
+        else see(c.output, values[c.output] = y);
+    }
+    return (*plan.classifier)(adaptive_avg_pool2d(features, 1).flatten(1));
+}
+
 // ---------------------------------------------------------------- calibration
 constexpr int64_t kBins = 2048;
 
-// The values seen at one conv's input.
+// The values seen of one activation.
 struct Observation {
     double min = std::numeric_limits<double>::infinity(), max = -std::numeric_limits<double>::infinity();
     int64_t zeros = 0, count = 0;
@@ -185,42 +264,51 @@ double clip_point(const Observation& o, const Int8Options& opt) {
     return best;
 }
 
-// Runs the float chain up to its global pool on the calibration images,
-// calling see(k, x) with each conv k's input.
-template <class See>
-void run_float(const std::vector<Step>& steps, const Plan& plan, const Tensor& images, int64_t batch_size, See see) {
+// The plan in float must be the model: the same logits up to float rounding
+// (the ops are the model's own, so they agree to its last bits but for the
+// order of an addition).
+void check_plan(Module& model, const Tensor& x, const Tensor& plan_logits) {
     NoGradGuard no_grad;
-    const int64_t N = images.size(0), per_image = images.numel() / std::max<int64_t>(N, 1);
-    for (int64_t n0 = 0; n0 < N; n0 += batch_size) {
-        const int64_t n = std::min(batch_size, N - n0);
-        Tensor x = Tensor::empty({n, images.size(1), images.size(2), images.size(3)});
-        std::memcpy(x.data(), images.data() + n0 * per_image, sizeof(float) * n * per_image);
-        size_t k = 0;
-        for (size_t i = 0; i < plan.global_pool; ++i) {
-            if (k < plan.convs.size() && plan.convs[k].step == i) see(k++, x);
-            x = (*steps[i].module)(x);
-        }
+    const Tensor want = model(x);
+    double scale = 0, diff = 0;
+    for (int64_t i = 0; i < want.numel(); ++i) {
+        scale = std::max(scale, std::fabs(double(want.data()[i])));
+        diff = std::max(diff, std::fabs(double(want.data()[i]) - plan_logits.data()[i]));
     }
+    if (!(diff <= 1e-4 * scale + 1e-6))
+        throw Error("quantize_int8: the int8 plan of this " + model.type_name() +
+                    " does not compute its forward (logits " + std::to_string(diff) +
+                    " apart); its layers are not used in the order int8 assumes");
 }
 
-std::vector<Quant> calibrate(const std::vector<Step>& steps, const Plan& plan, const Tensor& images,
-                             const Int8Options& opt) {
-    std::vector<Observation> obs(plan.convs.size());
-    run_float(steps, plan, images, opt.batch_size, [&](size_t k, const Tensor& x) {
+// Each activation's scale and zero point from its values on the images
+// (two passes over them when the method needs a histogram). Checks on the
+// first batch that the plan in float gives the model's own logits.
+std::vector<Quant> calibrate(Module& model, const Plan& plan, const Tensor& images, const Int8Options& opt) {
+    const int64_t N = images.size(0), per_image = images.numel() / N;
+    auto batches = [&](auto see) {
+        for (int64_t n0 = 0; n0 < N; n0 += opt.batch_size) {
+            const int64_t n = std::min(opt.batch_size, N - n0);
+            Tensor x = Tensor::empty({n, images.size(1), images.size(2), images.size(3)});
+            std::memcpy(x.data(), images.data() + n0 * per_image, sizeof(float) * n * per_image);
+            const Tensor logits = run_plan(plan, x, see);
+            if (n0 == 0) check_plan(model, x, logits);
+        }
+    };
+    std::vector<Observation> obs(plan.activations.size());
+    batches([&](int a, const Tensor& x) {
         const float* p = x.data();
         for (int64_t i = 0; i < x.numel(); ++i) {
             if (!std::isfinite(p[i]))
-                throw Error("quantize_int8: the input of '" + steps[plan.convs[k].step].name +
-                            "' has a NaN or an infinity on the calibration images");
-            obs[k].min = std::min(obs[k].min, double(p[i])), obs[k].max = std::max(obs[k].max, double(p[i]));
+                throw Error("quantize_int8: " + plan.activations[a] + " has a NaN or an infinity on the calibration images");
+            obs[a].min = std::min(obs[a].min, double(p[i])), obs[a].max = std::max(obs[a].max, double(p[i]));
         }
-        obs[k].count += x.numel();
+        obs[a].count += x.numel();
     });
-    const bool histograms = opt.calibration != Calibration::MinMax;
-    if (histograms) {
+    if (opt.calibration != Calibration::MinMax) {
         for (auto& o : obs) o.histogram.assign(kBins, 0);
-        run_float(steps, plan, images, opt.batch_size, [&](size_t k, const Tensor& x) {
-            Observation& o = obs[k];
+        batches([&](int a, const Tensor& x) {
+            Observation& o = obs[a];
             if (o.min < 0 || o.max <= 0) return;
             const float* p = x.data();
             for (int64_t i = 0; i < x.numel(); ++i) {
@@ -277,17 +365,21 @@ std::shared_ptr<Int8Model> quantize_int8(Module& model, const Tensor& images, co
     if (opt.calibration == Calibration::Percentile && !(opt.percentile > 0 && opt.percentile <= 100))
         throw Error("quantize_int8: the percentile must be in (0, 100], got " + std::to_string(opt.percentile));
     if (opt.batch_size < 1) throw Error("quantize_int8: the calibration batch size must be at least 1");
-    const auto steps = chain_of(model);
-    const Plan plan = plan_of(steps);
+    const Plan plan = plan_of(model);
     if (images.size(1) != plan.convs.front().conv->in_channels)
         throw Error("quantize_int8: the calibration images have " + std::to_string(images.size(1)) +
                     " channels, the first conv takes " + std::to_string(plan.convs.front().conv->in_channels));
-    const auto quants = calibrate(steps, plan, images, opt);
+    const auto quants = calibrate(model, plan, images, opt);
 
+    std::vector<Int8Model::Activation> acts(plan.activations.size());
+    for (size_t a = 0; a < acts.size(); ++a) {
+        acts[a].name = plan.activations[a];
+        acts[a].scale = static_cast<float>(quants[a].scale), acts[a].zero = quants[a].zero;
+    }
+    acts[0].channels = images.size(1);
     std::vector<Int8Model::Conv> convs;
-    for (size_t k = 0; k < plan.convs.size(); ++k) {
-        const Conv2d& c = *plan.convs[k].conv;
-        const std::string& name = steps[plan.convs[k].step].name;
+    for (const PlanConv& pc : plan.convs) {
+        const Conv2d& c = *pc.conv;
         const int64_t O = c.out_channels, K = c.in_channels * c.kernel_size * c.kernel_size;
         std::vector<int8_t> qw;
         std::vector<float> sw;
@@ -295,20 +387,23 @@ std::shared_ptr<Int8Model> quantize_int8(Module& model, const Tensor& images, co
         try {
             quantize_weights(c.weight.data(), O, K, qw, sw, Sw);
         } catch (const Error& e) {
-            throw Error("quantize_int8: '" + name + "': " + e.what());
+            throw Error("quantize_int8: '" + pc.name + "': " + e.what());
         }
         Int8Model::Conv q;
-        q.name = name, q.stride = c.stride, q.pad = c.padding;
+        q.name = pc.name, q.stride = c.stride, q.pad = c.padding;
         q.weights = q8::pack_weights(qw.data(), O, c.in_channels, c.kernel_size, c.kernel_size);
-        q.in_scale = static_cast<float>(quants[k].scale), q.in_zero = quants[k].zero;
-        q.relu = plan.convs[k].relu, q.pool = plan.convs[k].pool;
-        q.to_float = k + 1 == plan.convs.size();
-        const Quant out = q.to_float ? Quant{1.0, 0} : quants[k + 1];
-        q.out_zero = out.zero;
+        q.input = pc.input, q.output = pc.output, q.residual = pc.residual;
+        q.relu = pc.relu, q.pool = pc.pool;
+        acts[pc.input].border = std::max(acts[pc.input].border, c.padding);
+        if (pc.output >= 0) acts[pc.output].channels = O;
+        const Quant in = quants[pc.input], out = pc.output >= 0 ? quants[pc.output] : Quant{1.0, 0};
+        if (pc.residual >= 0) q.residual_multiplier = static_cast<float>(quants[pc.residual].scale / out.scale);
         for (int64_t o = 0; o < O; ++o) {
-            const double sxw = quants[k].scale * sw[o], b = c.bias.defined() ? c.bias.data()[o] : 0.0;
+            const double sxw = in.scale * sw[o], b = c.bias.defined() ? c.bias.data()[o] : 0.0;
+            double offset = (b - sxw * in.zero * Sw[o]) / out.scale + out.zero;
+            if (pc.residual >= 0) offset -= quants[pc.residual].zero * double(q.residual_multiplier);
             q.multiplier.push_back(static_cast<float>(sxw / out.scale));
-            q.offset.push_back(static_cast<float>((b - sxw * quants[k].zero * Sw[o]) / out.scale + out.zero));
+            q.offset.push_back(static_cast<float>(offset));
         }
         convs.push_back(std::move(q));
     }
@@ -326,89 +421,125 @@ std::shared_ptr<Int8Model> quantize_int8(Module& model, const Tensor& images, co
     }
     cls.bias.assign(cls.out, 0.f);
     if (L.bias.defined()) std::copy(L.bias.data(), L.bias.data() + cls.out, cls.bias.begin());
-    return std::make_shared<Int8Model>(std::move(convs), std::move(cls),
+    return std::make_shared<Int8Model>(std::move(acts), std::move(convs), std::move(cls),
                                        opt.kernel == q8::Kernel::Auto ? q8::best_kernel() : opt.kernel);
 }
 
 // ---------------------------------------------------------------- the forward pass
-Int8Model::Int8Model(std::vector<Conv> convs, Classifier classifier, q8::Kernel kernel)
-    : convs_(std::move(convs)), classifier_(std::move(classifier)), kernel_(kernel) {
+Int8Model::Int8Model(std::vector<Activation> activations, std::vector<Conv> convs, Classifier classifier,
+                     q8::Kernel kernel)
+    : activations_(std::move(activations)), convs_(std::move(convs)), classifier_(std::move(classifier)),
+      kernel_(kernel) {
     if (!q8::kernel_available(kernel_))
         throw Error(std::string("Int8Model: the ") + q8::kernel_name(kernel_) + " kernel is not available here");
+    const int n = static_cast<int>(activations_.size());
+    for (const Conv& c : convs_)
+        if (c.input < 0 || c.input >= n || c.output >= n || c.residual >= n || (c.pool && c.residual >= 0) ||
+            c.multiplier.size() != size_t(c.weights.O) || c.offset.size() != size_t(c.weights.O))
+            throw Error("Int8Model: conv '" + c.name + "' is not consistent with the model's activations");
+    if (convs_.empty() || convs_.back().output != -1 || classifier_.in != convs_.back().weights.O)
+        throw Error("Int8Model: the last conv must give the classifier's features");
 }
 
 std::string Int8Model::extra_repr() const {
-    std::string s = std::to_string(convs_.size()) + " int8 convs, int8 dynamic " + classifier_.name + ", kernel=" +
-                    q8::kernel_name(kernel_);
-    return s;
+    return std::to_string(convs_.size()) + " int8 convs, int8 dynamic " + classifier_.name + ", kernel=" +
+           q8::kernel_name(kernel_);
 }
 
-// One image through the chain: x [C][H][W] -> logits [classes]. With
+// One image through the convs: x [C][H][W] -> logits [classes]. With
 // rows_in_parallel, every conv's rows are shared by the threads (a batch
 // smaller than the thread count); otherwise the caller runs one image per thread.
 void Int8Model::run_image(const float* x, int64_t H, int64_t W, float* logits, bool rows_in_parallel) {
-    // The shapes at this image size, and the bytes of every conv's padded input.
+    // The size of every activation at this image size, each conv's shape, and
+    // where each activation's bytes lie.
+    const size_t n = activations_.size();
+    std::vector<int64_t> height(n, 0), width(n, 0), offset(n, 0);
+    height[0] = H, width[0] = W;
     std::vector<q8::ConvShape> shapes;
-    int64_t h = H, w = W, bytes = 0;
+    int64_t fh = 0, fw = 0;  // the features' size
+    auto too_small = [&](const Conv& c) {
+        return Error("Int8Model: a " + std::to_string(H) + "x" + std::to_string(W) + " image is too small for '" +
+                     c.name + "'");
+    };
     for (const Conv& c : convs_) {
-        const q8::ConvShape s{c.weights.C, h, w, c.weights.O, c.weights.kh, c.weights.kw, c.stride, c.pad};
-        if (s.Hp() < s.kh || s.Wp() < s.kw || (c.pool && (s.Ho() < 2 || s.Wo() < 2)))
-            throw Error("Int8Model: a " + std::to_string(H) + "x" + std::to_string(W) + " image is too small for '" +
-                        c.name + "'");
+        const Activation& a = activations_[c.input];
+        const q8::ConvShape s{c.weights.C, height[c.input], width[c.input], c.weights.O, c.weights.kh,
+                              c.weights.kw, c.stride, c.pad, a.border};
+        if (s.H + 2 * s.pad < s.kh || s.W + 2 * s.pad < s.kw || (c.pool && (s.Ho() < 2 || s.Wo() < 2)))
+            throw too_small(c);
         shapes.push_back(s);
-        bytes += s.input_bytes();
-        h = c.pool ? s.Ho() / 2 : s.Ho(), w = c.pool ? s.Wo() / 2 : s.Wo();
+        const int64_t ho = c.pool ? s.Ho() / 2 : s.Ho(), wo = c.pool ? s.Wo() / 2 : s.Wo();
+        if (c.residual >= 0 && (height[c.residual] != ho || width[c.residual] != wo))
+            throw Error("Int8Model: '" + c.name + "' gives " + std::to_string(ho) + "x" + std::to_string(wo) +
+                        ", its residual is " + std::to_string(height[c.residual]) + "x" +
+                        std::to_string(width[c.residual]));
+        if (c.output >= 0) height[c.output] = ho, width[c.output] = wo;
+        else fh = ho, fw = wo;
     }
-    const q8::ConvShape& ls = shapes.back();
+    auto bytes_of = [&](size_t a) {
+        const int64_t b = activations_[a].border;
+        return (height[a] + 2 * b) * (width[a] + 2 * b) * q8::round_up(activations_[a].channels, q8::kChannelGroup);
+    };
+    int64_t bytes = 0;
+    for (size_t a = 0; a < n; ++a) offset[a] = bytes, bytes += bytes_of(a);
     thread_local std::vector<uint8_t> inputs_buffer;
     thread_local std::vector<float> features_buffer;
-    uint8_t* inputs = scratch(inputs_buffer, bytes);
-    float* features = scratch(features_buffer, ls.Ho() * ls.Wo() * ls.O);
+    uint8_t* buffers = scratch(inputs_buffer, bytes);
+    float* features = scratch(features_buffer, fh * fw * classifier_.in);
+    // Pixel (y, x) of activation a (inside its border).
+    auto at = [&](size_t a, int64_t y, int64_t xx) {
+        const int64_t b = activations_[a].border, Cp = q8::round_up(activations_[a].channels, q8::kChannelGroup);
+        return buffers + offset[a] + ((y + b) * (width[a] + 2 * b) + xx + b) * Cp;
+    };
 
-    const q8::ConvShape& s0 = shapes.front();
-    if (!q8::quantize_image(x, s0.C, H, W, 1.f / convs_.front().in_scale, convs_.front().in_zero, s0.pad, inputs)) {
+    const Activation& image = activations_[0];
+    if (!q8::quantize_image(x, image.channels, H, W, 1.f / image.scale, image.zero, image.border, buffers)) {
         std::fill(logits, logits + classifier_.out, std::numeric_limits<float>::quiet_NaN());
         return;
     }
-    uint8_t* in = inputs;
     for (size_t k = 0; k < convs_.size(); ++k) {
         const Conv& c = convs_[k];
         const q8::ConvShape& s = shapes[k];
         const int64_t Ho = s.Ho(), Wo = s.Wo(), O = s.O, Op = s.Op(), row = Wo * Op;
-        uint8_t* next = in + s.input_bytes();
-        const q8::ConvShape* ns = k + 1 < shapes.size() ? &shapes[k + 1] : nullptr;
-        if (ns) std::fill(next, next + ns->input_bytes(), static_cast<uint8_t>(c.out_zero));  // border: 0.0
-        const int lo = c.relu ? c.out_zero : 0;
-        // Where output pixel (y, x) of the next layer's input goes.
-        auto at = [&](int64_t y, int64_t xx) { return next + ((y + ns->pad) * ns->Wp() + xx + ns->pad) * ns->Cp(); };
+        const uint8_t* in = buffers + offset[c.input];
+        const int out_zero = c.output >= 0 ? activations_[c.output].zero : 0, lo = c.relu ? out_zero : 0;
+        const int64_t out_stride = c.output >= 0 ? q8::round_up(O, q8::kChannelGroup) : O;
+        if (c.output >= 0)  // the border (and the padding channels) is 0.0
+            std::fill(buffers + offset[c.output], buffers + offset[c.output] + bytes_of(c.output),
+                      static_cast<uint8_t>(out_zero));
+        auto residual = [&](int64_t y) {
+            if (c.residual < 0) return q8::Residual{};
+            return q8::Residual{at(c.residual, y, 0), q8::round_up(activations_[c.residual].channels, q8::kChannelGroup),
+                                c.residual_multiplier};
+        };
         const int64_t units = c.pool ? Ho / 2 : Ho;
 #pragma omp parallel for schedule(static) if (rows_in_parallel && units > 1)
         for (int64_t u = 0; u < units; ++u) {
-            if (c.to_float) {
+            if (c.output < 0) {
                 int32_t* acc = scratch(t_acc, row);
                 q8::conv(in, s, c.weights, u, u + 1, acc, kernel_);
-                q8::dequantize_row(acc, Wo, O, Op, c.multiplier.data(), c.offset.data(), c.relu,
+                q8::dequantize_row(acc, Wo, O, Op, c.multiplier.data(), c.offset.data(), residual(u), c.relu,
                                    features + u * Wo * O, O);
             } else if (!c.pool) {
                 int32_t* acc = scratch(t_acc, row);
                 q8::conv(in, s, c.weights, u, u + 1, acc, kernel_);
-                q8::requantize_row(acc, Wo, O, Op, c.multiplier.data(), c.offset.data(), lo, at(u, 0), ns->Cp());
+                q8::requantize_row(acc, Wo, O, Op, c.multiplier.data(), c.offset.data(), residual(u), lo,
+                                   at(c.output, u, 0), out_stride);
             } else {  // rows 2u and 2u+1, requantized into two rows of bytes, then pooled 2x2
                 int32_t* acc = scratch(t_acc, 2 * row);
                 uint8_t* q = scratch(t_bytes, 2 * Wo * O);
                 q8::conv(in, s, c.weights, 2 * u, 2 * u + 2, acc, kernel_);
-                q8::requantize_row(acc, 2 * Wo, O, Op, c.multiplier.data(), c.offset.data(), lo, q, O);
+                q8::requantize_row(acc, 2 * Wo, O, Op, c.multiplier.data(), c.offset.data(), {}, lo, q, O);
                 for (int64_t px = 0; px < Wo / 2; ++px) {
                     const uint8_t *a = q + 2 * px * O, *b = a + O, *d = a + Wo * O, *e = d + O;
-                    uint8_t* out = at(u, px);
+                    uint8_t* out = at(c.output, u, px);
                     for (int64_t o = 0; o < O; ++o) out[o] = std::max(std::max(a[o], b[o]), std::max(d[o], e[o]));
                 }
             }
         }
-        in = next;
     }
     // Global average pool (in pixel order, so the same sum on any thread count), then the classifier.
-    const int64_t P = ls.Ho() * ls.Wo(), F = classifier_.in;
+    const int64_t P = fh * fw, F = classifier_.in;
     std::vector<float> f(F, 0.f);
     for (int64_t p = 0; p < P; ++p)
         for (int64_t o = 0; o < F; ++o) f[o] += features[p * F + o];

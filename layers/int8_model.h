@@ -1,4 +1,4 @@
-// minnow/layers/int8_model.h: int8 inference of a trained cnn (post-training quantization).
+// minnow/layers/int8_model.h: int8 inference of a trained cnn or ResNet20 (post-training quantization).
 //
 // A real tensor x is stored as bytes q with a scale s and a zero point z:
 //
@@ -20,30 +20,41 @@
 //     qy = clamp(round(acc[o] m[o] + c[o]), relu ? zy : 0, 127),
 //     m[o] = sx sw[o] / sy,   c[o] = (b[o] - sx sw[o] zx Sw[o]) / sy + zy
 //
-// A 2x2 max-pool after it works on the bytes (rounding and clamping keep the
-// order of values, so the max of the bytes is the byte of the max), in the
+// A residual connection (ResNet's relu(conv2(..) + shortcut)) adds the
+// bytes of the block's input (or of its shortcut conv's output, scale sr,
+// zero point zr) before the rounding, in the same multiply-adds:
+//
+//     v = acc[o] m[o] + c[o] + qr (sr / sy),   with c[o] lowered by zr sr / sy
+//
+// A 2x2 max-pool after a conv works on the bytes (rounding and clamping keep
+// the order of values, so the max of the bytes is the byte of the max), in the
 // same pass: the two rows of an output row pair are requantized into a small
 // buffer and pooled into the next layer's input. The last conv, before the
-// global average pool, goes back to float instead (y = acc m[o] + c[o] with
-// m, c for sy = 1, zy = 0), and the classifier is quantized dynamically, as
+// global average pool, goes back to float instead (y = v with m, c for
+// sy = 1, zy = 0), and the classifier is quantized dynamically, as
 // PyTorch's quantize_dynamic does for Linear layers: per-channel int8
 // weights, and each image's features scaled by their own range when it runs.
 // docs/int8.md has the derivation in full and the measurements.
 //
-// Calibration sets each activation scale from the float model's values on
-// calibration images (training images, never test ones), at each conv's input:
+// Calibration sets each activation's scale from the float model's values on
+// calibration images (training images, never test ones):
 //   MinMax      the largest value seen;
 //   Percentile  the given percentile of the values (clips rare outliers);
 //   Mse         the clipping point that minimises the mean squared error of
 //               clipping plus rounding over the values seen (from a histogram).
-// The input image, which has negative values, always takes its min and max.
+// A tensor with negative values (the input image, a shortcut's output) takes
+// its min and max, with a zero point.
 //
-// What it takes: a model in eval mode whose BatchNorm is folded
-// (layers/fold_batchnorm.h): a Sequential (or ReferenceCNN's features and
-// classifier) of Conv2d, ReLU after a conv, MaxPool2d(2) after a conv's ReLU,
-// Identity, and at the end AdaptiveAvgPool2d(1), Flatten and one Linear. Any
-// other layer (a BatchNorm not folded, a BasicBlock) is an Error naming it:
-// resnet20's residual blocks have no int8 version here.
+// What it takes, in eval mode with BatchNorm folded (layers/fold_batchnorm.h):
+//   * the cnn (ReferenceCNN) or a Sequential of Conv2d, ReLU after a conv,
+//     MaxPool2d(2) after a conv or its ReLU, Identity, then
+//     AdaptiveAvgPool2d(1), Flatten and one Linear;
+//   * ResNet20: its stem, its BasicBlocks (identity or 1x1-conv shortcuts), the
+//     global pool and the Linear.
+// Anything else (a BatchNorm not folded, a GroupNorm) is an Error naming it.
+// quantize_int8 also runs its plan of the model in float on the first
+// calibration batch and refuses to go on if that does not give the model's
+// own logits, so a model it misreads is an error, not silent garbage.
 #pragma once
 
 #include <memory>
@@ -68,16 +79,24 @@ struct Int8Options {
 
 class Int8Model : public Module {
 public:
-    // One conv with what follows it (see the top).
+    // A tensor between convs, held as bytes (see the top).
+    struct Activation {
+        std::string name;      // what produces it, e.g. "features.0 -> relu"
+        float scale = 1;       // s
+        int zero = 0;          // z: the byte of 0.0
+        int64_t channels = 0;
+        int64_t border = 0;    // the widest padding of the convs that read it
+    };
+    // One conv with what follows it (see the top), from activation `input`
+    // to `output` (-1: the float features before the global pool).
     struct Conv {
         std::string name;                  // the Conv2d's name in the float model
         int64_t stride = 1, pad = 0;
         int8::PackedWeights weights;
-        float in_scale = 1;                // sx
-        int in_zero = 0;                   // zx
+        int input = 0, output = -1;
+        int residual = -1;                 // the activation added before the ReLU, or -1
+        float residual_multiplier = 0;     // sr / sy
         bool relu = false, pool = false;   // a ReLU, and a 2x2 max-pool, after it
-        bool to_float = false;             // the last conv: output in float
-        int out_zero = 0;                  // zy (the byte of 0.0 in the output)
         std::vector<float> multiplier, offset;  // m[o], c[o]
     };
     // The classifier, quantized dynamically.
@@ -90,18 +109,21 @@ public:
         std::vector<float> bias;           // b[o] (zeros without one)
     };
 
-    Int8Model(std::vector<Conv> convs, Classifier classifier, int8::Kernel kernel);
+    Int8Model(std::vector<Activation> activations, std::vector<Conv> convs, Classifier classifier,
+              int8::Kernel kernel);
     // x [N, C, H, W] float -> logits [N, classes] float. An image holding a
     // NaN or an infinity gets NaN logits (no byte stands for those).
     Tensor forward(const Tensor& x) override;
     std::string type_name() const override { return "Int8Model"; }
     std::string extra_repr() const override;
+    const std::vector<Activation>& activations() const { return activations_; }
     const std::vector<Conv>& convs() const { return convs_; }
     const Classifier& classifier() const { return classifier_; }
     int8::Kernel kernel() const { return kernel_; }
 
 private:
     void run_image(const float* x, int64_t H, int64_t W, float* logits, bool rows_in_parallel);
+    std::vector<Activation> activations_;
     std::vector<Conv> convs_;
     Classifier classifier_;
     int8::Kernel kernel_;

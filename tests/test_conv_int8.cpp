@@ -48,7 +48,7 @@ std::vector<uint8_t> padded(const std::vector<uint8_t>& x, const q8::ConvShape& 
     for (int64_t c = 0; c < s.C; ++c)
         for (int64_t h = 0; h < s.H; ++h)
             for (int64_t w = 0; w < s.W; ++w)
-                X[((h + s.pad) * s.Wp() + w + s.pad) * s.Cp() + c] = x[(c * s.H + h) * s.W + w];
+                X[((h + s.edge()) * s.Wp() + w + s.edge()) * s.Cp() + c] = x[(c * s.H + h) * s.W + w];
     return X;
 }
 
@@ -91,12 +91,14 @@ TEST_CASE("int8: every kernel equals the definition, bit for bit, for every shap
     std::uniform_int_distribution<int> act(0, q8::kActivationMax), wt(-q8::kWeightMax, q8::kWeightMax);
     // Channels that are and are not multiples of 4 (a word) and 16 (a block),
     // widths that fill whole tiles (6, 4 pixels) and leave every remainder,
-    // 1x1 and 3x3, strides 1 and 2, padding 0 and 1.
+    // 1x1 and 3x3, strides 1 and 2, padding 0 and 1, borders wider than the padding.
     const std::vector<q8::ConvShape> shapes = {
         {3, 8, 8, 64, 3, 3, 1, 1},    {64, 9, 13, 64, 3, 3, 1, 1}, {16, 5, 24, 16, 3, 3, 1, 1},
         {5, 7, 7, 24, 3, 3, 2, 1},    {32, 6, 11, 80, 1, 1, 2, 0}, {12, 4, 4, 256, 3, 3, 1, 1},
         {128, 4, 4, 128, 3, 3, 1, 1}, {7, 3, 1, 40, 3, 3, 1, 1},   {8, 6, 6, 17, 3, 3, 1, 0},
         {20, 5, 33, 48, 3, 3, 1, 1},
+        // a buffer with a wider border than the conv's padding (a ResNet block's 1x1 shortcut)
+        {16, 8, 8, 32, 1, 1, 2, 0, 1},  {16, 7, 9, 16, 3, 3, 1, 1, 2},
     };
     for (const auto& s : shapes) {
         std::vector<uint8_t> x(s.C * s.H * s.W);
@@ -178,15 +180,26 @@ TEST_CASE("int8: requantize_row and dequantize_row are the formula, with its cla
     const std::vector<int32_t> acc = {100, -100, 7, 1000000, 5, 0};  // 2 pixels x 3 channels (Op 3 here)
     const std::vector<float> m = {0.5f, 0.25f, 0.1f}, b = {0.f, 30.f, -0.2f};
     std::vector<uint8_t> q(6);
-    q8::requantize_row(acc.data(), 2, 3, 3, m.data(), b.data(), 3, q.data(), 3);
+    q8::requantize_row(acc.data(), 2, 3, 3, m.data(), b.data(), {}, 3, q.data(), 3);
     const std::vector<int> want = {50, 5, 3, 127, 31, 3};  // 50; 5; 0.5 -> 0, clamped to 3; 127; 31.25; -0.2 -> 3
     for (int i = 0; i < 6; ++i) CHECK(int(q[i]) == want[i]);
     std::vector<float> y(6);
-    q8::dequantize_row(acc.data(), 2, 3, 3, m.data(), b.data(), true, y.data(), 3);
+    q8::dequantize_row(acc.data(), 2, 3, 3, m.data(), b.data(), {}, true, y.data(), 3);
     CHECK(y[0] == 50.f);
     CHECK(y[1] == 5.f);
     CHECK(y[5] == 0.f);  // relu(-0.2)
-    q8::dequantize_row(acc.data(), 2, 3, 3, m.data(), b.data(), false, y.data(), 3);
+    q8::dequantize_row(acc.data(), 2, 3, 3, m.data(), b.data(), {}, false, y.data(), 3);
     CHECK(y[5] == -0.2f);
     CHECK(y[2] == std::fma(7.f, 0.1f, -0.2f));
+    // with a residual: + 0.5 * r, r 4 bytes apart
+    const std::vector<uint8_t> r = {10, 20, 30, 0, 1, 2, 3, 0};
+    q8::requantize_row(acc.data(), 2, 3, 3, m.data(), b.data(), {r.data(), 4, 0.5f}, 0, q.data(), 3);
+    CHECK(int(q[0]) == 55);  // 50 + 5
+    CHECK(int(q[1]) == 15);  // 5 + 10
+    CHECK(int(q[2]) == 16);  // 0.5 + 15 = 15.5: half to even
+    CHECK(int(q[3]) == 127);
+    CHECK(int(q[4]) == 32);  // 31.25 + 1
+    CHECK(int(q[5]) == 1);   // -0.2 + 1.5 = 1.3
+    q8::dequantize_row(acc.data(), 2, 3, 3, m.data(), b.data(), {r.data(), 4, 0.5f}, false, y.data(), 3);
+    CHECK(y[5] == std::fma(3.f, 0.5f, -0.2f));
 }

@@ -87,10 +87,11 @@ TEST_CASE("int8: a quantized cnn's logits are close to the float model's, with e
         // 7-bit activations over 5 layers: the rms error was 0.57-0.62% of the logits' here.
         CHECK(rms_diff(got, want) < 0.02 * rms(want));
         CHECK(q->convs().size() == 5);
-        CHECK(q->convs()[0].in_zero > 0);  // the image has negative values
-        for (size_t k = 1; k < 5; ++k) CHECK(q->convs()[k].in_zero == 0);  // after a ReLU
+        REQUIRE(q->activations().size() == 5);
+        CHECK(q->activations()[0].zero > 0);  // the image has negative values
+        for (size_t a = 1; a < 5; ++a) CHECK(q->activations()[a].zero == 0);  // after a ReLU
         CHECK(q->convs()[1].pool);
-        CHECK(q->convs()[4].to_float);
+        CHECK(q->convs()[4].output == -1);  // the features, in float
     }
     CHECK(parse_calibration("mse") == Calibration::Mse);
     CHECK_THROWS_WITH_AS(parse_calibration("kl"), doctest::Contains("minmax, percentile or mse"), Error);
@@ -104,12 +105,12 @@ TEST_CASE("int8: the same logits on every kernel, thread count, batch split and 
         Tensor reference;
         {
             ScopedThreads one(1);
-            reference = Int8Model(q->convs(), q->classifier(), q8::Kernel::Portable)(x);
+            reference = Int8Model(q->activations(), q->convs(), q->classifier(), q8::Kernel::Portable)(x);
         }
         for (q8::Kernel k : q8::available_kernels())
             for (int threads : {1, 2}) {
                 ScopedThreads t(threads);
-                Int8Model m(q->convs(), q->classifier(), k);
+                Int8Model m(q->activations(), q->convs(), q->classifier(), k);
                 CAPTURE(q8::kernel_name(k));
                 CAPTURE(threads);
                 CAPTURE(shape_str(shape));
@@ -170,6 +171,47 @@ TEST_CASE("int8: models and inputs it cannot take are refused, naming the layer"
     {
         auto m = make_model("resnet20", "batch");
         m->eval();
-        CHECK_THROWS_WITH_AS(quantize_int8(*m, calibration), doctest::Contains("ResNet20"), Error);
+        CHECK_THROWS_WITH_AS(quantize_int8(*m, calibration), doctest::Contains("'bn1' (BatchNorm2d)"), Error);
+        auto g = make_model("cnn", "group");
+        g->eval();
+        CHECK_THROWS_WITH_AS(quantize_int8(*g, calibration), doctest::Contains("'features.1' (GroupNorm) has no int8"),
+                             Error);
     }
+}
+
+TEST_CASE("int8: a quantized resnet20 (residual blocks, 1x1 shortcuts) is close to float, the same on every kernel") {
+    manual_seed(6);
+    auto model = make_model("resnet20", "batch");
+    {
+        NoGradGuard no_grad;
+        for (int i = 0; i < 3; ++i) (*model)(Tensor::normal({16, 3, 32, 32}, 0.f, 1.f));
+    }
+    model->eval();
+    REQUIRE(fold_batchnorm(*model) == 21);
+    auto q = quantize_int8(*model, Tensor::normal({32, 3, 32, 32}, 0.f, 1.f));
+    CHECK(q->convs().size() == 21);
+    int residuals = 0, shortcut_zero_points = 0;
+    for (const auto& c : q->convs()) residuals += c.residual >= 0;
+    for (const auto& a : q->activations()) shortcut_zero_points += a.name.find("shortcut") != std::string::npos && a.zero > 0;
+    CHECK(residuals == 9);
+    CHECK(shortcut_zero_points == 2);  // a shortcut's output has negative values
+    const Tensor x = Tensor::normal({3, 3, 32, 32}, 0.f, 1.f);
+    Tensor want;
+    {
+        NoGradGuard no_grad;
+        want = (*model)(x);
+    }
+    const Tensor got = (*q)(x);
+    CHECK(rms_diff(got, want) < 0.02 * rms(want));  // measured: 0.66% of the logits' rms
+    Tensor reference;
+    {
+        ScopedThreads one(1);
+        reference = Int8Model(q->activations(), q->convs(), q->classifier(), q8::Kernel::Portable)(x);
+    }
+    for (q8::Kernel k : q8::available_kernels())
+        for (int threads : {1, 2}) {
+            ScopedThreads t(threads);
+            CAPTURE(q8::kernel_name(k));
+            CHECK(same_bits(Int8Model(q->activations(), q->convs(), q->classifier(), k)(x), reference));
+        }
 }
