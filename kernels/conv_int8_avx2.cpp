@@ -9,10 +9,6 @@
 // 127 and weights at most 127 in magnitude, so a pair is at most 32258;
 // kernels/conv_int8.h), VPMADDWD by 1s adds adjacent int16 pairs into int32,
 // and VPADDD adds that to the accumulator.
-#include <immintrin.h>
-
-#include <cstring>
-
 #define MINNOW_TILE_TARGET __attribute__((target("avx2")))
 #include "kernels/conv_int8_tiles.h"
 
@@ -20,18 +16,9 @@ namespace minnow::int8 {
 
 namespace {
 
-struct Avx2 {
-    using V = __m256i;
-    static constexpr int kLanes = 8, kBlocks = 1, kPixels = 4;
+struct Avx2 : Ymm {
+    static constexpr int kPixels = 4;
     static constexpr int pixels(int64_t) { return kPixels; }
-    MINNOW_TILE_TARGET static V zero() { return _mm256_setzero_si256(); }
-    MINNOW_TILE_TARGET static V load(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
-    MINNOW_TILE_TARGET static V broadcast(const uint8_t* p) {
-        int32_t word;
-        std::memcpy(&word, p, 4);
-        return _mm256_set1_epi32(word);
-    }
-    MINNOW_TILE_TARGET static void store(int32_t* p, V v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
     MINNOW_TILE_TARGET static V dot(V acc, V a, V w) {
         const V pairs = _mm256_maddubs_epi16(a, w);                         // int16: a0 w0 + a1 w1, ...
         return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));  // int32: 4 products

@@ -36,15 +36,33 @@
 #error "define MINNOW_TILE_TARGET before including kernels/conv_int8_tiles.h"
 #endif
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <utility>
 
 #include "kernels/conv_int8.h"
 
 namespace minnow::int8 {
 namespace {
+
+// What the two 256-bit instruction sets (AVX2, AVX-VNNI) share: everything
+// but the multiply-add, dot().
+struct Ymm {
+    using V = __m256i;
+    static constexpr int kLanes = 8, kBlocks = 1;
+    MINNOW_TILE_TARGET static V zero() { return _mm256_setzero_si256(); }
+    MINNOW_TILE_TARGET static V load(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+    MINNOW_TILE_TARGET static V broadcast(const uint8_t* p) {
+        int32_t word;
+        std::memcpy(&word, p, 4);
+        return _mm256_set1_epi32(word);
+    }
+    MINNOW_TILE_TARGET static void store(int32_t* p, V v) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v); }
+};
 
 using TileFn = void (*)(const uint8_t* X, const ConvShape& s, const int8_t* w, int64_t oy, int64_t ox0,
                         int32_t* acc);
