@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "core/error.h"
+#include "kernels/conv_int8.h"
 #include "kernels/gemm_bf16.h"
 
 #if defined(__x86_64__)
@@ -128,7 +129,8 @@ std::string kernels_info() {
            (isa_active(Isa::avx512) ? "direct avx512" : isa_active(Isa::avx2) ? "direct avx2" : "im2col + gemm") +
            ", bf16 gemm " +
            bf16::kernel_name(bf16::best_kernel()) +
-           (bf16::kernel_has_bf16_arithmetic(bf16::best_kernel()) ? "" : " (widened to fp32: no faster than fp32)");
+           (bf16::kernel_has_bf16_arithmetic(bf16::best_kernel()) ? "" : " (widened to fp32: no faster than fp32)") +
+           ", int8 conv " + int8::kernel_name(int8::best_kernel());
 }
 
 ScopedIsa::ScopedIsa(Isa isa) : saved_(active_isa()), saved_source_(state().source.load()) { set_isa(isa); }

@@ -1,7 +1,8 @@
 // minnow/kernels/cpu.h: which instruction set the hand-written kernels use.
 //
 // minnow's hand-written kernels (the direct 3x3 convolution, the bfloat16
-// GEMM) come in variants for instruction sets that not every x86-64 CPU has.
+// GEMM, the int8 convolution) come in variants for instruction sets that not
+// every x86-64 CPU has.
 // The variant is chosen at run time, in one place, so that one binary (a
 // portable build, -DMINNOW_NATIVE=OFF, as well as a native one) runs the
 // fastest kernels the CPU has and never an instruction it lacks:
@@ -17,6 +18,10 @@
 //   avx512_bf16  avx512 + AVX512-BF16: the bf16 GEMM's VDPBF16PS kernel
 //   amx          avx512_bf16 + AMX tiles (amx-tile, amx-bf16) that Linux lets
 //                this process use: the bf16 GEMM's AMX kernel
+//
+// The int8 convolution (kernels/conv_int8.h) also looks at the CPU's VNNI
+// flags, which are not levels of their own: AVX512-VNNI at level avx512 and
+// above, AVX-VNNI at avx2 and above, else its AVX2 kernel at avx2 and above.
 //
 // Each level includes the ones before it. The level in use is, in order:
 // set_isa() (or a ScopedIsa, for tests), the environment variable
@@ -61,7 +66,8 @@ std::vector<Isa> supported_isas();
 
 // One line for logs: the level in use, how it was chosen, and the kernels it
 // selects, e.g. "isa avx512_bf16 (detected): conv3x3 direct avx512, bf16 gemm
-// avx512_bf16"; a bf16 kernel without bf16 arithmetic is marked "no faster than fp32".
+// avx512_bf16, int8 conv avx512_vnni"; a bf16 kernel without bf16 arithmetic is
+// marked "no faster than fp32".
 std::string kernels_info();
 
 // Sets a level for its lifetime, then restores the one before (for tests).
