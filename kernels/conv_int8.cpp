@@ -229,6 +229,24 @@ bool quantize_image(const float* x, int64_t C, int64_t H, int64_t W, float inv_s
     return finite;
 }
 
+bool quantize_patches(const float* x, int64_t C, int64_t H, int64_t W, int64_t k, float inv_scale, int zero,
+                      uint8_t* out) {
+    const int64_t pad = (k - 1) / 2, Cp = round_up(C, kChannelGroup), Wp = W + 2 * pad, P4 = round_up(C * k * k, 4);
+    thread_local std::vector<uint8_t> padded_buffer;
+    padded_buffer.resize((H + 2 * pad) * Wp * Cp);
+    uint8_t* padded = padded_buffer.data();
+    if (!quantize_image(x, C, H, W, inv_scale, zero, pad, padded)) return false;
+    for (int64_t h = 0; h < H; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+            uint8_t* patch = out + (h * W + w) * P4;
+            for (int64_t c = 0; c < C; ++c)
+                for (int64_t i = 0; i < k; ++i)
+                    for (int64_t j = 0; j < k; ++j) patch[(c * k + i) * k + j] = padded[((h + i) * Wp + w + j) * Cp + c];
+            for (int64_t e = C * k * k; e < P4; ++e) patch[e] = static_cast<uint8_t>(zero);
+        }
+    return true;
+}
+
 void requantize_row(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
                     const float* offset, const Residual& residual, int lo, uint8_t* out, int64_t out_stride) {
     per_isa::run<Requantize>(acc, pixels, O, Op, multiplier, offset, &residual, lo, out, out_stride,

@@ -377,6 +377,8 @@ std::shared_ptr<Int8Model> quantize_int8(Module& model, const Tensor& images, co
         acts[a].scale = static_cast<float>(quants[a].scale), acts[a].zero = quants[a].zero;
     }
     acts[0].channels = images.size(1);
+    int image_readers = 0;
+    for (const PlanConv& pc : plan.convs) image_readers += (pc.input == 0) + (pc.residual == 0);
     std::vector<Int8Model::Conv> convs;
     for (const PlanConv& pc : plan.convs) {
         const Conv2d& c = *pc.conv;
@@ -391,10 +393,19 @@ std::shared_ptr<Int8Model> quantize_int8(Module& model, const Tensor& images, co
         }
         Int8Model::Conv q;
         q.name = pc.name, q.stride = c.stride, q.pad = c.padding;
-        q.weights = q8::pack_weights(qw.data(), O, c.in_channels, c.kernel_size, c.kernel_size);
+        const int64_t k = c.kernel_size;
+        if (opt.image_patches && pc.input == 0 && image_readers == 1 && c.stride == 1 && 2 * c.padding + 1 == k &&
+            K <= 32) {
+            // The image as patches, the conv as a 1x1 conv over K channels: W [O][C][k][k] is W [O][K][1][1].
+            q.patch_kernel = k, q.pad = 0;
+            q.weights = q8::pack_weights(qw.data(), O, K, 1, 1);
+            acts[0].channels = K;
+        } else {
+            q.weights = q8::pack_weights(qw.data(), O, c.in_channels, k, k);
+            acts[pc.input].border = std::max(acts[pc.input].border, c.padding);
+        }
         q.input = pc.input, q.output = pc.output, q.residual = pc.residual;
         q.relu = pc.relu, q.pool = pc.pool;
-        acts[pc.input].border = std::max(acts[pc.input].border, c.padding);
         if (pc.output >= 0) acts[pc.output].channels = O;
         const Quant in = quants[pc.input], out = pc.output >= 0 ? quants[pc.output] : Quant{1.0, 0};
         if (pc.residual >= 0) q.residual_multiplier = static_cast<float>(quants[pc.residual].scale / out.scale);
@@ -493,7 +504,12 @@ void Int8Model::run_image(const float* x, int64_t H, int64_t W, float* logits, b
     };
 
     const Activation& image = activations_[0];
-    if (!q8::quantize_image(x, image.channels, H, W, 1.f / image.scale, image.zero, image.border, buffers)) {
+    const Conv& first = convs_.front();
+    const bool finite =
+        first.patch_kernel
+            ? q8::quantize_patches(x, image_channels(), H, W, first.patch_kernel, 1.f / image.scale, image.zero, buffers)
+            : q8::quantize_image(x, image.channels, H, W, 1.f / image.scale, image.zero, image.border, buffers);
+    if (!finite) {
         std::fill(logits, logits + classifier_.out, std::numeric_limits<float>::quiet_NaN());
         return;
     }
@@ -560,9 +576,14 @@ void Int8Model::run_image(const float* x, int64_t H, int64_t W, float* logits, b
     }
 }
 
+int64_t Int8Model::image_channels() const {
+    const Conv& first = convs_.front();
+    return first.patch_kernel ? first.weights.C / (first.patch_kernel * first.patch_kernel) : activations_[0].channels;
+}
+
 Tensor Int8Model::forward(const Tensor& x) {
-    if (x.dim() != 4 || x.size(1) != convs_.front().weights.C)
-        throw Error("Int8Model: expected input of shape [N, " + std::to_string(convs_.front().weights.C) +
+    if (x.dim() != 4 || x.size(1) != image_channels())
+        throw Error("Int8Model: expected input of shape [N, " + std::to_string(image_channels()) +
                     ", H, W], got " + shape_str(x.shape()));
     const int64_t N = x.size(0), H = x.size(2), W = x.size(3), per_image = x.size(1) * H * W;
     Tensor y = Tensor::empty({N, classifier_.out});

@@ -52,6 +52,10 @@
 //   * ResNet20: its stem, its BasicBlocks (identity or 1x1-conv shortcuts), the
 //     global pool and the Linear.
 // Anything else (a BatchNorm not folded, a GroupNorm) is an Error naming it.
+//
+// The first conv, over the image's 3 channels, runs as a 1x1 conv over its
+// 3x3x3 = 27-byte patches (kernels/conv_int8.h, quantize_patches): the same
+// bytes and sums, in a shape the kernels run several times faster.
 // quantize_int8 also runs its plan of the model in float on the first
 // calibration batch and refuses to go on if that does not give the model's
 // own logits, so a model it misreads is an error, not silent garbage.
@@ -75,6 +79,7 @@ struct Int8Options {
     double percentile = 99.99;  // for Calibration::Percentile
     int8::Kernel kernel = int8::Kernel::Auto;
     int64_t batch_size = 64;    // calibration images per float forward pass
+    bool image_patches = true;  // the first conv over the image's patches (see the top): the same bits, faster
 };
 
 class Int8Model : public Module {
@@ -93,6 +98,7 @@ public:
         std::string name;                  // the Conv2d's name in the float model
         int64_t stride = 1, pad = 0;
         int8::PackedWeights weights;
+        int64_t patch_kernel = 0;          // k: reads the image as k x k patches (a 1x1 conv; see below)
         int input = 0, output = -1;
         int residual = -1;                 // the activation added before the ReLU, or -1
         float residual_multiplier = 0;     // sr / sy
@@ -123,6 +129,7 @@ public:
 
 private:
     void run_image(const float* x, int64_t H, int64_t W, float* logits, bool rows_in_parallel);
+    int64_t image_channels() const;
     std::vector<Activation> activations_;
     std::vector<Conv> convs_;
     Classifier classifier_;

@@ -131,6 +131,25 @@ TEST_CASE("int8: the same logits on every kernel, thread count, batch split and 
         check_every_kernel_agrees(*q, Tensor::normal(shape, 0.f, 1.f));
 }
 
+TEST_CASE("int8: the first conv over the image's patches gives the bits of the 3x3 conv over the image") {
+    for (const char* name : {"cnn", "resnet20"}) {
+        manual_seed(8);
+        auto model = make_model(name, "none");
+        model->eval();
+        const Tensor calibration = Tensor::normal({8, 3, 32, 32}, 0.f, 1.f);
+        Int8Options plain;
+        plain.image_patches = false;
+        auto patched = quantize_int8(*model, calibration), unpatched = quantize_int8(*model, calibration, plain);
+        CAPTURE(name);
+        CHECK(patched->convs().front().patch_kernel == 3);
+        CHECK(unpatched->convs().front().patch_kernel == 0);
+        for (const Shape& shape : {Shape{2, 3, 32, 32}, Shape{1, 3, 7, 13}}) {
+            const Tensor x = Tensor::normal(shape, 0.f, 1.f);
+            CHECK(same_bits((*patched)(x), (*unpatched)(x)));
+        }
+    }
+}
+
 TEST_CASE("int8: an image with a NaN or an infinity gets NaN logits, the others are untouched") {
     auto model = folded_cnn(5);
     auto q = quantize_int8(*model, Tensor::normal({8, 3, 32, 32}, 0.f, 1.f));
