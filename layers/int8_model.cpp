@@ -520,9 +520,21 @@ void Int8Model::run_image(const float* x, int64_t H, int64_t W, float* logits, b
         const uint8_t* in = buffers + offset[c.input];
         const int out_zero = c.output >= 0 ? activations_[c.output].zero : 0, lo = c.relu ? out_zero : 0;
         const int64_t out_stride = c.output >= 0 ? q8::round_up(O, q8::kChannelGroup) : O;
-        if (c.output >= 0)  // the border (and the padding channels) is 0.0
-            std::fill(buffers + offset[c.output], buffers + offset[c.output] + bytes_of(c.output),
-                      static_cast<uint8_t>(out_zero));
+        if (c.output >= 0) {  // the border (and any padding channels) is 0.0; the conv writes the rest
+            const int64_t b = activations_[c.output].border, Wb = width[c.output] + 2 * b, Hb = height[c.output] + 2 * b;
+            uint8_t* base = buffers + offset[c.output];
+            const auto zero = static_cast<uint8_t>(out_zero);
+            if (out_stride != O) {
+                std::fill(base, base + bytes_of(c.output), zero);
+            } else {
+                std::fill(base, base + b * Wb * O, zero);                      // the rows above
+                std::fill(base + (Hb - b) * Wb * O, base + Hb * Wb * O, zero);  // and below
+                for (int64_t y = b; y < Hb - b; ++y) {                          // left and right
+                    std::fill(base + y * Wb * O, base + (y * Wb + b) * O, zero);
+                    std::fill(base + ((y + 1) * Wb - b) * O, base + (y + 1) * Wb * O, zero);
+                }
+            }
+        }
         auto residual = [&](int64_t y) {
             if (c.residual < 0) return q8::Residual{};
             return q8::Residual{at(c.residual, y, 0), q8::round_up(activations_[c.residual].channels, q8::kChannelGroup),
