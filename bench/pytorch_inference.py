@@ -455,7 +455,20 @@ def main():
     ap.add_argument("--qconfig", default="fbgemm", choices=["fbgemm", "onednn", "qnnpack"],
                     help="int8-static's qconfig: fbgemm's (per-channel weights, 7-bit activation range), "
                          "onednn's (8-bit activations), qnnpack's (per-tensor weights)")
+    ap.add_argument("--time", nargs=3, metavar=("VARIANT", "SIZE", "BATCH"),
+                    help="only time VARIANT (e.g. int8-static) on random SIZExSIZE images, batch BATCH: --iters "
+                         "passes after 2 untimed ones; prints one JSON line (p50_ms, p90_ms, img_per_s) and writes "
+                         "nothing (bench/compare_int8.sh alternates it with minnow's bench)")
     a = ap.parse_args()
+    if a.time:
+        if a.time[0] not in [v[len("pytorch "):] for v in VARIANTS]:
+            ap.error(f"--time {a.time[0]}: expected one of " + ", ".join(v[len("pytorch "):] for v in VARIANTS))
+        try:
+            a.time[1], a.time[2] = int(a.time[1]), int(a.time[2])
+        except ValueError:
+            ap.error("--time VARIANT SIZE BATCH: SIZE and BATCH are whole numbers")
+        if a.time[1] < 8 or a.time[2] < 1:
+            ap.error("--time: SIZE at least 8, BATCH at least 1")
     if a.no_latency and not a.accuracy:
         ap.error("--no-latency without --accuracy leaves nothing to do")
     torch.set_num_threads(a.threads)
@@ -492,6 +505,8 @@ def main():
         print(f"pytorch_inference.py: {e}", file=sys.stderr)
         sys.exit(2)
 
+    if a.time:
+        sys.exit(time_one(a, fp32, calibration, engine))
     folded = fx_optimization.fuse(fp32)
     dynamic = int8_dynamic(fp32)
     static, static_graph = int8_static(fp32, calibration, a.qconfig)
@@ -547,6 +562,31 @@ def main():
         json.dump({"runs": runs}, f, indent=2)
     print(f"wrote {a.out}/" + ("pytorch_latency.csv, " if not a.no_latency else "") +
           ("pytorch_accuracy.csv, " if a.accuracy else "") + "pytorch_info.json")
+
+
+def time_one(a, fp32, calibration, engine):
+    """--time: one version at one shape, as one JSON line."""
+    name, size, batch = a.time
+    build = {"fp32": lambda: fp32, "fp32-folded": lambda: fx_optimization.fuse(fp32),
+             "bf16-folded": lambda: bf16(fx_optimization.fuse(fp32)), "int8-dynamic": lambda: int8_dynamic(fp32),
+             "int8-static": lambda: int8_static(fp32, calibration, a.qconfig)[0]}
+    model = build[name]()
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, size, size)
+    times = []
+    with torch.inference_mode():
+        for _ in range(2):
+            model(x)
+        for _ in range(a.iters):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    p50 = percentile(times, 0.5)
+    print(json.dumps({"impl": "pytorch", "variant": name, "image_size": size, "batch_size": batch,
+                      "threads": torch.get_num_threads(), "quantized_engine": engine, "passes": len(times),
+                      "ms_per_step_median": p50 * 1e3, "ms_per_step_p90": percentile(times, 0.9) * 1e3,
+                      "img_per_s": batch / p50}))
+    return 0
 
 
 def run_latency(a, versions):
