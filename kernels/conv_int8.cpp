@@ -179,44 +179,40 @@ struct QuantizeImage {
     }
 };
 
-// v of requantize_row for one row (conv_int8.h), into v [pixels][O].
-MINNOW_LOOP_BODY void row_values(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* m,
-                                 const float* b, const Residual& r, float* v) {
-    for (int64_t p = 0; p < pixels; ++p)
-        for (int64_t o = 0; o < O; ++o) v[p * O + o] = std::fma(static_cast<float>(acc[p * Op + o]), m[o], b[o]);
-    if (r.bytes)
+// requantize_row and dequantize_row (conv_int8.h): v, then `store`s it.
+// One loop without a residual and one with, each in one pass, so that each
+// vectorises as a plain loop.
+template <class Store>
+MINNOW_LOOP_BODY void for_each_value(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* m,
+                                     const float* b, const Residual& r, Store store) {
+    if (!r.bytes) {
+        for (int64_t p = 0; p < pixels; ++p)
+            for (int64_t o = 0; o < O; ++o) store(p, o, std::fma(static_cast<float>(acc[p * Op + o]), m[o], b[o]));
+    } else {
         for (int64_t p = 0; p < pixels; ++p)
             for (int64_t o = 0; o < O; ++o)
-                v[p * O + o] = std::fma(static_cast<float>(r.bytes[p * r.stride + o]), r.multiplier, v[p * O + o]);
+                store(p, o,
+                      std::fma(static_cast<float>(r.bytes[p * r.stride + o]), r.multiplier,
+                               std::fma(static_cast<float>(acc[p * Op + o]), m[o], b[o])));
+    }
 }
 
 struct Requantize {
     MINNOW_LOOP_BODY static void run(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* m,
-                                     const float* b, const Residual* r, int lo, uint8_t* out, int64_t out_stride,
-                                     float* v) {
-        row_values(acc, pixels, O, Op, m, b, *r, v);
-        for (int64_t p = 0; p < pixels; ++p)
-            for (int64_t o = 0; o < O; ++o)
-                out[p * out_stride + o] = static_cast<uint8_t>(clamp_byte(std::nearbyint(v[p * O + o]), lo));
+                                     const float* b, const Residual* r, int lo, uint8_t* out, int64_t out_stride) {
+        for_each_value(acc, pixels, O, Op, m, b, *r, [&](int64_t p, int64_t o, float v) {
+            out[p * out_stride + o] = static_cast<uint8_t>(clamp_byte(std::nearbyint(v), lo));
+        });
     }
 };
 
 struct Dequantize {
     MINNOW_LOOP_BODY static void run(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* m,
-                                     const float* b, const Residual* r, bool relu, float* out, int64_t out_stride,
-                                     float* v) {
-        row_values(acc, pixels, O, Op, m, b, *r, v);
-        for (int64_t p = 0; p < pixels; ++p)
-            for (int64_t o = 0; o < O; ++o) out[p * out_stride + o] = relu ? std::max(v[p * O + o], 0.f) : v[p * O + o];
+                                     const float* b, const Residual* r, bool relu, float* out, int64_t out_stride) {
+        for_each_value(acc, pixels, O, Op, m, b, *r,
+                       [&](int64_t p, int64_t o, float v) { out[p * out_stride + o] = relu ? std::max(v, 0.f) : v; });
     }
 };
-
-thread_local std::vector<float> t_values;
-
-float* values_scratch(int64_t n) {
-    if (static_cast<int64_t>(t_values.size()) < n) t_values.resize(n);
-    return t_values.data();
-}
 
 }  // namespace
 
@@ -249,14 +245,12 @@ bool quantize_patches(const float* x, int64_t C, int64_t H, int64_t W, int64_t k
 
 void requantize_row(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
                     const float* offset, const Residual& residual, int lo, uint8_t* out, int64_t out_stride) {
-    per_isa::run<Requantize>(acc, pixels, O, Op, multiplier, offset, &residual, lo, out, out_stride,
-                             values_scratch(pixels * O));
+    per_isa::run<Requantize>(acc, pixels, O, Op, multiplier, offset, &residual, lo, out, out_stride);
 }
 
 void dequantize_row(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
                     const float* offset, const Residual& residual, bool relu, float* out, int64_t out_stride) {
-    per_isa::run<Dequantize>(acc, pixels, O, Op, multiplier, offset, &residual, relu, out, out_stride,
-                             values_scratch(pixels * O));
+    per_isa::run<Dequantize>(acc, pixels, O, Op, multiplier, offset, &residual, relu, out, out_stride);
 }
 
 }  // namespace minnow::int8
