@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 
 #include "core/error.h"
@@ -159,6 +160,18 @@ MINNOW_LOOP_BODY int clamp_byte(float v, int lo) {
     return static_cast<int>(v > static_cast<float>(lo) ? (v < hi ? v : hi) : static_cast<float>(lo));
 }
 
+// One row of an image's bytes (quantize_image's arithmetic), contiguous.
+struct QuantizeRow {
+    MINNOW_LOOP_BODY static void run(const float* x, int64_t n, float inv_scale, int zero, uint8_t* out, bool* finite) {
+        float check = 0.f;
+        for (int64_t i = 0; i < n; ++i) {
+            check += x[i] - x[i];
+            out[i] = static_cast<uint8_t>(clamp_byte(std::nearbyint(x[i] * inv_scale) + zero, 0));
+        }
+        *finite = check == 0.f;
+    }
+};
+
 struct QuantizeImage {
     // Returns whether every value was finite: x - x is 0 for a finite x, NaN otherwise.
     MINNOW_LOOP_BODY static void run(const float* x, int64_t C, int64_t H, int64_t W, float inv_scale, int zero,
@@ -227,19 +240,38 @@ bool quantize_image(const float* x, int64_t C, int64_t H, int64_t W, float inv_s
 
 bool quantize_patches(const float* x, int64_t C, int64_t H, int64_t W, int64_t k, float inv_scale, int zero,
                       uint8_t* out) {
-    const int64_t pad = (k - 1) / 2, Cp = round_up(C, kChannelGroup), Wp = W + 2 * pad, P4 = round_up(C * k * k, 4);
-    thread_local std::vector<uint8_t> padded_buffer;
-    padded_buffer.resize((H + 2 * pad) * Wp * Cp);
-    uint8_t* padded = padded_buffer.data();
-    if (!quantize_image(x, C, H, W, inv_scale, zero, pad, padded)) return false;
-    for (int64_t h = 0; h < H; ++h)
-        for (int64_t w = 0; w < W; ++w) {
-            uint8_t* patch = out + (h * W + w) * P4;
-            for (int64_t c = 0; c < C; ++c)
-                for (int64_t i = 0; i < k; ++i)
-                    for (int64_t j = 0; j < k; ++j) patch[(c * k + i) * k + j] = padded[((h + i) * Wp + w + j) * Cp + c];
-            for (int64_t e = C * k * k; e < P4; ++e) patch[e] = static_cast<uint8_t>(zero);
+    // The bytes of each channel in a plane with a border of `zero`, then each
+    // patch as C*k runs of k bytes from the planes. A run of 3 is copied as 4
+    // bytes when the patch has a spare padding entry: the 4th lands where the
+    // next run (or the padding entry, whose weights are 0) is written.
+    const int64_t pad = (k - 1) / 2, Hp = H + 2 * pad, Wp = W + 2 * pad, P4 = round_up(C * k * k, kChannelGroup);
+    thread_local std::vector<uint8_t> planes_buffer;
+    planes_buffer.assign(C * Hp * Wp + kChannelGroup, static_cast<uint8_t>(zero));
+    uint8_t* planes = planes_buffer.data();
+    bool finite = true;
+    for (int64_t c = 0; c < C; ++c)
+        for (int64_t h = 0; h < H; ++h) {
+            bool row_finite = true;
+            per_isa::run<QuantizeRow>(x + (c * H + h) * W, W, inv_scale, zero, planes + (c * Hp + h + pad) * Wp + pad,
+                                      &row_finite);
+            finite = finite && row_finite;
         }
+    if (!finite) return false;
+    const bool word_copies = k == 3 && C * k * k < P4;
+    for (int64_t h = 0; h < H; ++h) {
+        uint8_t* row = out + h * W * P4;
+        for (int64_t c = 0; c < C; ++c)
+            for (int64_t i = 0; i < k; ++i) {  // in this order: a word's 4th byte is overwritten by the next run
+                const uint8_t* run = planes + (c * Hp + h + i) * Wp;
+                uint8_t* to = row + (c * k + i) * k;
+                if (word_copies)
+                    for (int64_t w = 0; w < W; ++w) std::memcpy(to + w * P4, run + w, 4);
+                else
+                    for (int64_t w = 0; w < W; ++w) std::memcpy(to + w * P4, run + w, k);
+            }
+        for (int64_t w = 0; w < W; ++w)
+            for (int64_t e = C * k * k + (word_copies ? 1 : 0); e < P4; ++e) row[w * P4 + e] = static_cast<uint8_t>(zero);
+    }
     return true;
 }
 

@@ -131,8 +131,8 @@ struct Residual {
 // The same bytes as quantize_image, laid out as the patches that a k x k
 // conv with stride 1 and padding (k-1)/2 reads at each pixel: out [H][W][P4],
 // P4 = C*k*k rounded up to 4, entry c*k*k + i*k + j of pixel (h, w) = the byte
-// of x[c][h+i-p][w+j-p] (`zero` outside the image and in the padding
-// entries). An image's first conv (3 channels) then runs as a 1x1 conv over
+// of x[c][h+i-p][w+j-p] (`zero` outside the image; the padding entries hold
+// anything: their weights are 0). An image's first conv (3 channels) then runs as a 1x1 conv over
 // C*k*k = 27 channels: one tap of 7 words instead of 9 taps of one word, each
 // with a channel of 4 wasted. Returns false for a NaN or an infinity.
 bool quantize_patches(const float* x, int64_t C, int64_t H, int64_t W, int64_t k, float inv_scale, int zero,
