@@ -534,6 +534,10 @@ void write_summary(const Options& o, const nlohmann::json& info, const std::vect
 int run(const Options& o) {
     setup_threads(o.threads);
     require_writable_folder(o.out, "--out");
+    // Making the versions takes a while (int8 is calibrated three ways): say so first.
+    std::printf("study_inference: the versions of %s (int8 calibrated on up to %lld training images)\n",
+                o.checkpoint.c_str(), static_cast<long long>(o.calibration));
+    std::fflush(stdout);
     std::vector<Variant> variants = make_variants(o);
 
     const fs::path info_path = fs::path(o.out) / "run_info.json";
