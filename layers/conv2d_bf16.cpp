@@ -58,6 +58,7 @@
 #include "layers/eval_pooling.h"
 #include "layers/flatten.h"
 #include "layers/model_surgery.h"
+#include "layers/scratch.h"
 
 namespace minnow {
 
@@ -168,14 +169,6 @@ void direct_rows(const bf16::PackedA& A, const bf16::bf16_t* xp, const Geometry&
             c.columns.push_back(static_cast<int>(std::min(bf16::kColBlock, g.Wo - ow0)));
         }
     bf16::gemm_tiled(A, b, c, kernel);
-}
-
-// Per-thread scratch, grown and never shrunk (no allocation after the first
-// call of the largest layer).
-template <class T>
-T* scratch(std::vector<T>& v, int64_t n) {
-    if (static_cast<int64_t>(v.size()) < n) v.resize(n);
-    return v.data();
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include "layers/linear.h"
 #include "layers/models.h"
 #include "layers/pooling.h"
+#include "layers/scratch.h"
 
 namespace minnow {
 
@@ -286,14 +287,16 @@ void check_plan(Module& model, const Tensor& x, const Tensor& plan_logits) {
 // first batch that the plan in float gives the model's own logits.
 std::vector<Quant> calibrate(Module& model, const Plan& plan, const Tensor& images, const Int8Options& opt) {
     const int64_t N = images.size(0), per_image = images.numel() / N;
+    bool first_pass = true;  // the plan is checked once, on the first pass's first batch
     auto batches = [&](auto see) {
         for (int64_t n0 = 0; n0 < N; n0 += opt.batch_size) {
             const int64_t n = std::min(opt.batch_size, N - n0);
             Tensor x = Tensor::empty({n, images.size(1), images.size(2), images.size(3)});
             std::memcpy(x.data(), images.data() + n0 * per_image, sizeof(float) * n * per_image);
             const Tensor logits = run_plan(plan, x, see);
-            if (n0 == 0) check_plan(model, x, logits);
+            if (n0 == 0 && first_pass) check_plan(model, x, logits);
         }
+        first_pass = false;
     };
     std::vector<Observation> obs(plan.activations.size());
     batches([&](int a, const Tensor& x) {
@@ -348,12 +351,6 @@ void quantize_weights(const float* W, int64_t O, int64_t K, std::vector<int8_t>&
 
 thread_local std::vector<uint8_t> t_bytes;
 thread_local std::vector<int32_t> t_acc;
-
-template <class T>
-T* scratch(std::vector<T>& v, size_t n) {
-    if (v.size() < n) v.resize(n);
-    return v.data();
-}
 
 }  // namespace
 
