@@ -12,6 +12,10 @@
 #include <cstdint>
 #include <string>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace minnow {
 
 // Below this many elements an elementwise loop is not worth waking the
@@ -28,5 +32,17 @@ int get_num_threads();
 void init_threads_from_env();
 // One line for logs: thread count and the OpenBLAS build in use.
 std::string threading_info();
+
+// Inside a parallel region: this thread's index and the region's number of
+// threads (0 and 1 outside one). A build without OpenMP (the WebAssembly page,
+// -DMINNOW_OPENMP=OFF) ignores the `#pragma omp` lines and runs every region
+// on the one thread it has.
+#ifdef _OPENMP
+inline int thread_index() { return omp_get_thread_num(); }
+inline int team_size() { return omp_get_num_threads(); }
+#else
+inline int thread_index() { return 0; }
+inline int team_size() { return 1; }
+#endif
 
 }  // namespace minnow

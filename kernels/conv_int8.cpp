@@ -12,7 +12,7 @@
 #include "kernels/cpu.h"
 #include "kernels/per_isa.h"
 
-#if defined(__x86_64__)
+#if MINNOW_X86
 #include <cpuid.h>
 #endif
 
@@ -32,7 +32,7 @@ namespace {
 // That the OS saves the vector registers is part of levels avx2 and avx512
 // (kernels/cpu.cpp).
 bool cpuid_bit(unsigned leaf, unsigned subleaf, int word, int bit) {
-#if defined(__x86_64__)
+#if MINNOW_X86
     unsigned r[4] = {0, 0, 0, 0};
     return __get_cpuid_count(leaf, subleaf, &r[0], &r[1], &r[2], &r[3]) && (r[word] >> bit & 1);
 #else
@@ -142,9 +142,11 @@ void conv(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t 
                     "x" + std::to_string(s.kw) + " (or the buffer's border is narrower than the padding)");
     void (*row)(const uint8_t*, const ConvShape&, const PackedWeights&, int64_t, int32_t*) = row_portable;
     switch (resolve(kernel)) {
+#if MINNOW_X86  // elsewhere kernel_available() offers the portable row only
         case Kernel::Avx512Vnni: row = row_avx512vnni; break;
         case Kernel::AvxVnni: row = row_avxvnni; break;
         case Kernel::Avx2: row = row_avx2; break;
+#endif
         default: break;
     }
     const int64_t row_size = s.Wo() * s.Op();

@@ -8,7 +8,7 @@
 #include "kernels/conv_int8.h"
 #include "kernels/gemm_bf16.h"
 
-#if defined(__x86_64__)
+#if MINNOW_X86
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -20,7 +20,7 @@ namespace {
 
 constexpr Isa kAll[] = {Isa::generic, Isa::avx2, Isa::avx512, Isa::avx512_bf16, Isa::amx};
 
-#if defined(__x86_64__)
+#if MINNOW_X86
 // Linux hands out the AMX tile registers (8 KB of state per thread) only to a
 // process that asks: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
 // The permission is per process, so asking once covers every thread.

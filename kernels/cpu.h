@@ -40,6 +40,16 @@
 #include <string>
 #include <vector>
 
+// Whether the x86-64 kernels exist in this build. On other targets
+// (WebAssembly for the web page, ARM) their translation units are left out
+// (CMakeLists.txt), detected_isa() is generic, and the code that calls them is
+// compiled out with this switch, so only the plain C++ paths remain.
+#if defined(__x86_64__)
+#define MINNOW_X86 1
+#else
+#define MINNOW_X86 0
+#endif
+
 namespace minnow {
 
 enum class Isa { generic = 0, avx2, avx512, avx512_bf16, amx };

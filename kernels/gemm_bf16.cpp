@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "kernels/cpu.h"
 
-#if defined(__x86_64__)
+#if MINNOW_X86
 #include <immintrin.h>
 #endif
 
@@ -113,7 +113,7 @@ void pack_pair_portable(const float* even, const float* odd, int64_t N, bf16_t* 
     }
 }
 
-#if defined(__x86_64__)
+#if MINNOW_X86
 // The same with AVX-512: 16 columns of both rows at a time, converted by one
 // VCVTNE2PS2BF16 (rounding as from_float) into [even | odd], then
 // interleaved into pairs by one permute.
@@ -164,7 +164,7 @@ __attribute__((target("avx2"))) void pack_pair_avx2(const float* even, const flo
 }  // namespace
 
 void pack_b_pair(const float* even, const float* odd, int64_t N, bf16_t* out, Kernel kernel) {
-#if defined(__x86_64__)
+#if MINNOW_X86
     switch (resolve(kernel)) {
         case Kernel::Amx:
         case Kernel::Avx512Bf16: return pack_pair_avx512(even, odd, N, out);
@@ -221,7 +221,7 @@ void gemm_portable(const PackedA& A, const TiledB& B, const TiledC& C) {
     }
 }
 
-#if defined(__x86_64__)
+#if MINNOW_X86
 // The AMX tile configuration (palette 1): tiles 0-7 all 16 rows of 64 bytes,
 // i.e. 16x16 floats (C) or 16x32 bfloat16 (A, and B's 16 pair-rows x 16 columns).
 struct alignas(64) TileConfig {
@@ -461,7 +461,7 @@ void gemm_tiled(const PackedA& A, const TiledB& B, const TiledC& C, Kernel kerne
         throw Error("bf16::gemm_tiled: the tile tables do not fit (" + std::to_string(B.step_offsets.size()) +
                     " depth steps for K " + std::to_string(A.depth) + ", " + std::to_string(B.column_tiles.size()) +
                     " B column tiles, " + std::to_string(C.column_tiles.size()) + " C column tiles)");
-#if defined(__x86_64__)
+#if MINNOW_X86
     switch (resolve(kernel)) {
         case Kernel::Amx: return gemm_amx(A, B, C);
         case Kernel::Avx512Bf16: return gemm_avx512_bf16(A, B, C);

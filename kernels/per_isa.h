@@ -35,6 +35,7 @@
 
 namespace minnow::per_isa {
 
+#if MINNOW_X86
 // The instruction sets of levels avx512 and avx2 (what detect() in cpu.cpp
 // checks for them).
 template <class Body, class... Args>
@@ -45,12 +46,15 @@ template <class Body, class... Args>
 __attribute__((target("avx2,fma"))) void run_avx2(Args... args) {
     Body::run(args...);
 }
+#endif
 
 template <class Body, class... Args>
 void run(Args... args) {
-    if (isa_active(Isa::avx512)) run_avx512<Body>(args...);
-    else if (isa_active(Isa::avx2)) run_avx2<Body>(args...);
-    else Body::run(args...);
+#if MINNOW_X86
+    if (isa_active(Isa::avx512)) return run_avx512<Body>(args...);
+    if (isa_active(Isa::avx2)) return run_avx2<Body>(args...);
+#endif
+    Body::run(args...);
 }
 
 }  // namespace minnow::per_isa

@@ -80,12 +80,12 @@
 // reused while the weights are the same (conv2d_direct3x3.cpp).
 #include "layers/conv2d.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
 
 #include "core/autograd.h"
+#include "core/parallel.h"
 #include "kernels/conv3x3.h"
 #include "layers/conv2d_paths.h"
 #include "layers/init.h"
@@ -144,7 +144,7 @@ int64_t images_per_chunk(const ConvGeometry& g, int threads) {
 // Every decision of one call: the forward (want_dx etc. false) or the backward.
 Plan plan(const ConvGeometry& g, bool want_dx, bool want_dw, bool want_db) {
     Plan p;
-    const int threads = omp_get_max_threads();
+    const int threads = get_num_threads();
     const int64_t flops_per_image = 2 * g.O * g.K() * g.P();
     p.split = threads > 1 && g.N < threads && flops_per_image > kSplitMinFlops;
     p.parallel = threads > 1 && g.N >= threads && g.N * flops_per_image > kParallelMinFlops;
@@ -180,7 +180,7 @@ void bias_grad_partials(const Plan& p, const ConvGeometry& g, const float* dY, c
     const int64_t O = g.O, K = g.K(), P = g.P(), G = p.group;
 #pragma omp parallel for num_threads(p.threads) schedule(static) if (p.parallel)
     for (int64_t ch = 0; ch < p.chunks; ++ch) {
-        float* db_t = part[omp_get_thread_num()] + O * K;
+        float* db_t = part[thread_index()] + O * K;
         for (int64_t n = ch * G; n < std::min(g.N, (ch + 1) * G); ++n)
             for (int64_t o = 0; o < O; ++o) {
                 const float* Gno = dY + (n * O + o) * P;

@@ -47,13 +47,13 @@
 // (bf16::TiledC::relu), so it costs no pass of its own.
 #include "layers/conv2d_bf16.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "core/autograd.h"
+#include "core/parallel.h"
 #include "layers/activation.h"
 #include "layers/eval_pooling.h"
 #include "layers/flatten.h"
@@ -247,7 +247,7 @@ Tensor Bf16Conv2d::forward(const Tensor& x) {
     Tensor y = Tensor::empty({g.N, g.O, g.Ho, g.Wo});
     const float* X = x.data();
     float* Y = y.data();
-    const int threads = omp_get_max_threads();
+    const int threads = get_num_threads();
 
     if (direct_) {
         const DirectGeometry d(g);

@@ -7,11 +7,11 @@
 // image: no waiting at all. The weight gradient has its own kernel, run over
 // a few images at a time into each thread's partial dW. The packed weights
 // are kept from call to call while the weights stay the same (below).
-#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "core/parallel.h"
 #include "core/tensor.h"
 #include "kernels/conv3x3.h"
 #include "layers/conv2d_paths.h"
@@ -88,9 +88,9 @@ void forward_direct(const Plan& p, const ConvGeometry& g, const float* X, const 
         const int64_t K = g.K();
 #pragma omp parallel num_threads(p.threads)
         {
-            const int t = omp_get_thread_num();
+            const int t = thread_index();
             int64_t o0, o1;  // this thread's output channels, whole panels of 8
-            share(g.O, omp_get_num_threads(), t, 8, &o0, &o1);
+            share(g.O, team_size(), t, 8, &o0, &o1);
             for (int64_t n = 0; n < g.N && o1 > o0; ++n)  // each thread pads the image for itself: no waiting
                 conv3x3_direct(X + n * CHW, g.C, g.H, g.W, packed + o0 * K, o1 - o0, b ? b + o0 : nullptr,
                                Y + (n * g.O + o0) * P, pad[t]);
@@ -99,7 +99,7 @@ void forward_direct(const Plan& p, const ConvGeometry& g, const float* X, const 
     }
 #pragma omp parallel for num_threads(p.threads) schedule(static) if (p.parallel)
     for (int64_t n = 0; n < g.N; ++n)
-        conv3x3_direct(X + n * CHW, g.C, g.H, g.W, packed, g.O, b, Y + n * g.O * P, pad[omp_get_thread_num()]);
+        conv3x3_direct(X + n * CHW, g.C, g.H, g.W, packed, g.O, b, Y + n * g.O * P, pad[thread_index()]);
 }
 
 // dx[n] = conv(G_n, W flipped and transposed): see kernels/conv3x3.cpp.
@@ -109,7 +109,7 @@ void input_grad_direct(const Plan& p, const ConvGeometry& g, const float* Wt, co
     const int64_t CHW = g.C * g.H * g.W, OP = g.O * g.P();
 #pragma omp parallel for num_threads(p.threads) schedule(static) if (p.parallel)
     for (int64_t n = 0; n < g.N; ++n)
-        conv3x3_direct(dY + n * OP, g.O, g.H, g.W, packed, g.C, nullptr, dx + n * CHW, pad[omp_get_thread_num()]);
+        conv3x3_direct(dY + n * OP, g.O, g.H, g.W, packed, g.C, nullptr, dx + n * CHW, pad[thread_index()]);
 }
 
 // dW_t += sum_n G_n (x) x_n, a run of images at a time (the kernel adds its
@@ -122,7 +122,7 @@ void weight_grad_direct(const Plan& p, const ConvGeometry& g, const float* X, co
     const int64_t run = direct3x3_weight_grad_images(g.H, g.W), runs = (g.N + run - 1) / run;
 #pragma omp parallel for num_threads(p.threads) schedule(static) if (p.parallel)
     for (int64_t r = 0; r < runs; ++r) {
-        const int t = omp_get_thread_num();
+        const int t = thread_index();
         const int64_t n0 = r * run, m = std::min(run, g.N - n0);
         conv3x3_direct_weight_grad(X + n0 * CHW, dY + n0 * OP, m, g.C, g.H, g.W, g.O, part[t], pad[t]);
     }

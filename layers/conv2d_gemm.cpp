@@ -4,10 +4,10 @@
 // single-threaded GEMMs on them. Without enough work for the threads
 // (Plan::parallel false) the same loops run in one thread and OpenBLAS may
 // thread each GEMM.
-#include <omp.h>
 
 #include <algorithm>
 
+#include "core/parallel.h"
 #include "kernels/gemm.h"
 #include "kernels/im2col.h"
 #include "layers/conv2d_paths.h"
@@ -24,7 +24,7 @@ void forward_gemm(const Plan& p, const ConvGeometry& g, const float* X, const fl
     std::vector<float*> grp = scratch_buffers(Scratch::group_output, p.threads, G > 1 ? O * G * P : 0);
 #pragma omp parallel for num_threads(p.threads) schedule(static) if (p.parallel)
     for (int64_t ch = 0; ch < p.chunks; ++ch) {
-        const int t = omp_get_thread_num();
+        const int t = thread_index();
         const int64_t n0 = ch * G, gn = std::min(G, g.N - n0);  // images n0 .. n0+gn-1
         if (G > 1) {  // a group
             const int64_t ld = gn * P;
@@ -71,7 +71,7 @@ void backward_gemm(const Plan& p, const ConvGeometry& g, const float* X, const f
     std::vector<float*> grp = scratch_buffers(Scratch::group_output, p.threads, G > 1 ? O * G * P : 0);
 #pragma omp parallel for num_threads(p.threads) schedule(static) if (p.parallel)
     for (int64_t ch = 0; ch < p.chunks; ++ch) {
-        const int t = omp_get_thread_num();
+        const int t = thread_index();
         float* dw_t = need_dw ? (*part)[t] : nullptr;
         const int64_t n0 = ch * G, gn = std::min(G, g.N - n0);  // images n0 .. n0+gn-1
         if (need_dx && !g.pointwise())  // col2im adds into dx

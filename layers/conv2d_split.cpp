@@ -25,10 +25,10 @@
 // (each thread whole rows of dW: no partial sums to add up), and
 // dcol[rows of channels c0..c1] = W[:, those rows]^T G, which col2im turns
 // into planes c0..c1 of dx alone.
-#include <omp.h>
 
 #include <algorithm>
 
+#include "core/parallel.h"
 #include "kernels/gemm.h"
 #include "kernels/im2col.h"
 #include "layers/conv2d_paths.h"
@@ -51,7 +51,7 @@ void forward_split(const Plan& p, const ConvGeometry& g, const float* X, const f
 #pragma omp parallel num_threads(threads)
     {
         // The team may be smaller than asked (a nested region gets one thread).
-        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+        const int t = thread_index(), team = team_size();
         for (int64_t n = 0; n < g.N; ++n) {
             const float* xn = X + n * CHW;
             float* Yn = Y + n * O * P;
@@ -100,7 +100,7 @@ void backward_split(const Plan& p, const ConvGeometry& g, const float* X, const 
     float* col = scratch_buffers(Scratch::col, 1, use_col ? K * P : 0)[0];  // col_n, then dcol_n
 #pragma omp parallel num_threads(threads)
     {
-        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+        const int t = thread_index(), team = team_size();
         int64_t o0, o1, c0, c1;  // this thread's output channels (dW, db) and input channels (dx)
         share(O, team, t, kRowAlign, &o0, &o1);
         share(g.C, team, t, 1, &c0, &c1);

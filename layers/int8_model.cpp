@@ -3,7 +3,6 @@
 // docs/int8.md the derivation).
 #include "layers/int8_model.h"
 
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -13,6 +12,7 @@
 #include "core/autograd.h"
 #include "core/error.h"
 #include "core/ops.h"
+#include "core/parallel.h"
 #include "layers/activation.h"
 #include "layers/conv2d.h"
 #include "layers/flatten.h"
@@ -596,7 +596,7 @@ Tensor Int8Model::forward(const Tensor& x) {
                     ", H, W], got " + shape_str(x.shape()));
     const int64_t N = x.size(0), H = x.size(2), W = x.size(3), per_image = x.size(1) * H * W;
     Tensor y = Tensor::empty({N, classifier_.out});
-    const int threads = omp_get_max_threads();
+    const int threads = get_num_threads();
     if (N >= threads && threads > 1) {
         std::string failure;
 #pragma omp parallel for schedule(static)
