@@ -18,11 +18,12 @@ const char* dtype_name(DType d) {
         case DType::F32: return "F32";
         case DType::I64: return "I64";
         case DType::F64: return "F64";
+        case DType::U8: return "U8";
     }
     return "?";
 }
 
-static size_t dtype_size(DType d) { return d == DType::F32 ? 4 : 8; }
+static size_t dtype_size(DType d) { return d == DType::F32 ? 4 : d == DType::U8 ? 1 : 8; }
 
 const TensorEntry* SafetensorsFile::find(const std::string& name) const {
     for (const auto& e : tensors)
@@ -124,7 +125,8 @@ SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::
             if (dt == "F32") dtype = DType::F32;
             else if (dt == "I64") dtype = DType::I64;
             else if (dt == "F64") dtype = DType::F64;
-            else throw fail("tensor '" + key + "' has dtype " + dt + " (minnow reads F32, F64 and I64)");
+            else if (dt == "U8") dtype = DType::U8;
+            else throw fail("tensor '" + key + "' has dtype " + dt + " (minnow reads F32, F64, I64 and U8)");
             // The product of the dimensions other than 0 is capped too, not only
             // the element count: the strides of [0, 2^62, 2^62] overflow.
             Shape shape;
@@ -165,6 +167,8 @@ SafetensorsFile parse_safetensors(const uint8_t* bytes, size_t size, const std::
                     std::memcpy(&v, src + 8 * i, 8);
                     dst[i] = static_cast<float>(v);
                 }
+            } else if (dtype == DType::U8) {
+                for (uint64_t i = 0; i < count; ++i) dst[i] = static_cast<float>(src[i]);
             } else {
                 for (uint64_t i = 0; i < count; ++i) {
                     int64_t v;
@@ -255,6 +259,15 @@ void save_safetensors(const std::string& path, const std::vector<TensorEntry>& t
             const int64_t count = e.tensor.numel();
             if (e.dtype == DType::F32) {
                 out.write(reinterpret_cast<const char*>(p), count * 4);
+            } else if (e.dtype == DType::U8) {
+                std::vector<uint8_t> bytes(static_cast<size_t>(count));
+                for (int64_t i = 0; i < count; ++i) {
+                    if (!(p[i] >= 0.f && p[i] <= 255.f && p[i] == std::nearbyint(p[i])))
+                        throw Error(path + ": tensor '" + e.name + "' is stored as U8 but holds " +
+                                    std::to_string(p[i]));
+                    bytes[static_cast<size_t>(i)] = static_cast<uint8_t>(p[i]);
+                }
+                out.write(reinterpret_cast<const char*>(bytes.data()), count);
             } else {
                 for (int64_t i = 0; i < count; ++i) {
                     if (e.dtype == DType::I64) {

@@ -8,8 +8,10 @@
 // with plain numpy.
 //
 // minnow tensors are float32; a tensor stored as I64 (PyTorch's
-// num_batches_tracked) or F64 is converted on load and can be written back as
-// I64 (see TensorEntry::dtype), so files keep PyTorch's dtypes both ways.
+// num_batches_tracked), F64 or U8 (image pixels) is converted on load and can
+// be written back so (see TensorEntry::dtype), so files keep PyTorch's dtypes
+// both ways. Writing a value the dtype cannot hold exactly (a fraction as
+// I64, 300 as U8) is an Error.
 #pragma once
 
 #include <cstdint>
@@ -22,7 +24,7 @@
 
 namespace minnow {
 
-enum class DType { F32, I64, F64 };
+enum class DType { F32, I64, F64, U8 };
 const char* dtype_name(DType d);
 
 struct TensorEntry {

@@ -97,6 +97,21 @@ TEST_CASE("module: state round-trips through a safetensors file, with I64 buffer
     std::filesystem::remove(path);
 }
 
+TEST_CASE("safetensors: U8 tensors (image pixels) round-trip, and a value a byte cannot hold is refused") {
+    const std::string path = temp_file("pixels.safetensors");
+    const Tensor pixels = Tensor::from_vector({0.f, 1.f, 128.f, 255.f}, {2, 2});
+    save_safetensors(path, {{"images", pixels, DType::U8}});
+    SafetensorsFile f = load_safetensors(path);
+    CHECK(f.find("images")->dtype == DType::U8);
+    check_close(f.get("images"), pixels);
+    for (float bad : {256.f, -1.f, 0.5f, NAN}) {
+        CHECK_THROWS_WITH_AS(save_safetensors(path, {{"images", Tensor::full({1}, bad), DType::U8}}),
+                             doctest::Contains("stored as U8"), Error);
+        CHECK(load_safetensors(path).get("images").numel() == 4);  // the old file stays
+    }
+    std::filesystem::remove(path);
+}
+
 TEST_CASE("module: a bad load names what is missing, unexpected or of the wrong shape, and changes nothing") {
     Net net;
     auto state = net.state_dict();
