@@ -40,8 +40,8 @@ const ready = loadMinnow().then(({ M, info }) => {
 });
 
 const panels = [
-  ['panel1', (M, root) => initPanel1(M, root, reportError)],
-  ['panel2', (M, root) => initPanel2(M, root, reportError)],
+  ['panel1', (M, root, info) => initPanel1(M, root, info, reportError)],
+  ['panel2', (M, root, info) => initPanel2(M, root, info, reportError)],
   ['panel3', (M, root, info) => initPanel3(M, root, info, reportError)],
 ];
 state.panelsReady = {};

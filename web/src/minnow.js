@@ -4,7 +4,8 @@
 // run time with a URL relative to the page, so Vite never bundles it and the
 // built page works from any directory.
 
-const DATA_FILES = ['pool.bin', 'train.bin', 'test.bin', 'meta.json'];
+// What web_data (web/make_data.cpp) writes into public/data/ and load_data reads.
+const DATA_FILES = ['pool.safetensors', 'train.safetensors', 'test.safetensors'];
 
 export async function loadMinnow() {
   const url = (p) => new URL(p, document.baseURI).href;

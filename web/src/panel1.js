@@ -9,7 +9,8 @@ export const BATCH_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 1
 const CURVE_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 const NUM_BATCHES = 200, DRAWS = 4, BINS = 40;
 
-export function initPanel1(M, root, reportError) {
+export function initPanel1(M, root, info, reportError) {
+  root.querySelectorAll('.p1-channels').forEach((e) => { e.textContent = info.channels ? String(info.channels) : 'all'; });
   const slider = root.querySelector('#p1-batch');
   const sliderValue = root.querySelector('#p1-batch-value');
   slider.max = String(BATCH_SIZES.length - 1);

@@ -11,7 +11,9 @@ const SMOOTH = 20;
 
 const NORM_NAMES = { batch: 'BatchNorm', layer: 'LayerNorm', group: 'GroupNorm', none: 'no norm' };
 
-export function initPanel2(M, root, reportError) {
+export function initPanel2(M, root, info, reportError) {
+  const evalImages = Math.min(EVAL_IMAGES, info.test_images);
+  root.querySelectorAll('.p2-eval-images').forEach((e) => { e.textContent = String(evalImages); });
   const el = {
     norm: root.querySelector('#p2-norm'),
     batch: root.querySelector('#p2-batch'),
@@ -73,7 +75,7 @@ export function initPanel2(M, root, reportError) {
   });
 
   function evaluate() {
-    const e = call(M, () => trainer.evaluate(EVAL_IMAGES));
+    const e = call(M, () => trainer.evaluate(evalImages));
     run.evals.push({ step: run.step, train: e.train_mode_accuracy, eval: e.eval_mode_accuracy, trainLoss: e.train_mode_loss, evalLoss: e.eval_mode_loss });
   }
 

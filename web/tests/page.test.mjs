@@ -3,7 +3,7 @@
 // screenshot per panel and prints one JSON line of measurements.
 //
 //   node tests/page.test.mjs URL        (URL of the served page, e.g. http://localhost:4173/)
-//   SCREENSHOTS=dir                     where panel1.png..panel3.png go (default web/dist-screenshots)
+//   SCREENSHOTS=dir                     where panel1.png..panel3.png go (default web/screenshots)
 //
 // Exits non-zero if any check fails or the page logs an error.
 import { chromium } from 'playwright-core';
@@ -16,7 +16,7 @@ if (!url) {
   console.error('usage: node tests/page.test.mjs URL');
   process.exit(2);
 }
-const shots = process.env.SCREENSHOTS || fileURLToPath(new URL('../dist-screenshots/', import.meta.url));
+const shots = process.env.SCREENSHOTS || fileURLToPath(new URL('../screenshots/', import.meta.url));
 mkdirSync(shots, { recursive: true });
 
 const TRAIN_STEPS = 150, TRAIN_BATCH = 32;

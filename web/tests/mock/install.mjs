@@ -19,6 +19,5 @@ mkdirSync(join(pub, 'wasm'), { recursive: true });
 mkdirSync(join(pub, 'data'), { recursive: true });
 copyFileSync(join(here, 'minnow_web.mjs'), target);
 writeFileSync(join(pub, 'wasm', 'minnow_web.wasm'), new Uint8Array([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]));
-for (const f of ['pool.bin', 'train.bin', 'test.bin']) writeFileSync(join(pub, 'data', f), new Uint8Array(16));
-writeFileSync(join(pub, 'data', 'meta.json'), JSON.stringify({ mock: true }) + '\n');
+for (const f of ['pool.safetensors', 'train.safetensors', 'test.safetensors']) writeFileSync(join(pub, 'data', f), new Uint8Array(16));
 console.log(`mock minnow installed in ${pub}`);

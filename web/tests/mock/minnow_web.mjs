@@ -165,11 +165,11 @@ export default async function createMinnow(opts = {}) {
     FS,
     Trainer,
     load_data(dir) {
-      for (const f of ['pool.bin', 'train.bin', 'test.bin', 'meta.json'])
+      for (const f of ['pool.safetensors', 'train.safetensors', 'test.safetensors'])
         if (!files.has(`${dir}/${f}`)) throw new Error(`load_data: missing ${dir}/${f}`);
       build();
       return JSON.stringify({
-        pool_images: N_POOL, train_images: 4000, test_images: 1000, channels_shown: C,
+        pool_images: N_POOL, channels: C, train_images: 4000, test_images: 1000, channels_shown: C,
         classes: ['airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck'],
         checkpoint: 'MOCK module: synthetic images and features, not minnow',
       });
