@@ -37,6 +37,15 @@ export function drawHeatmap(canvas, values, w, h, { map = 'diverging', limit = 3
   ctx.putImageData(img, 0, 0);
 }
 
+// A colour scale for signed outputs that fits these values: their largest
+// magnitude rounded up to a multiple of 0.5. Panels fix it once, so that all
+// later pictures share the scale and changes are comparable.
+export function symmetricLimit(values) {
+  let m = 0;
+  for (const v of values) m = Math.max(m, Math.abs(v));
+  return Math.max(0.5, Math.ceil(m * 2) / 2);
+}
+
 export function drawRGBA(canvas, { width, height, rgba }) {
   const ctx = canvas.getContext('2d');
   ctx.putImageData(new ImageData(Uint8ClampedArray.from(rgba), width, height), 0, 0);

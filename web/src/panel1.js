@@ -1,7 +1,7 @@
 // Panel 1: how the spread of the batch statistics falls with the batch size.
 import { call } from './minnow.js';
 import { Chart, COLORS, errorBars, vLine } from './charts.js';
-import { drawHeatmap, tile } from './heatmap.js';
+import { drawHeatmap, symmetricLimit, tile } from './heatmap.js';
 import { byTestId, showNumber, format, state } from './util.js';
 
 // The slider runs over powers of two and the values half-way between them (on a log scale).
@@ -81,6 +81,8 @@ export function initPanel1(M, root, info, reportError) {
   };
   probeBox.append(tiles.input.fig, tiles.eval.fig, ...tiles.draws.map((t) => t.fig), spacer(), spacer(), ...tiles.diffs.map((t) => t.fig));
 
+  let outLimit = null; // the colour scale of the outputs, fixed by the first picture
+
   function redraw() {
     const t0 = performance.now();
     const B = BATCH_SIZES[Number(slider.value)];
@@ -113,9 +115,13 @@ export function initPanel1(M, root, info, reportError) {
     const { width: w, height: h } = probe;
     drawHeatmap(tiles.input.canvas, probe.input, w, h, { map: 'gray' });
     tiles.input.cap.textContent = `input, channel ${probe.channel}`;
-    drawHeatmap(tiles.eval.canvas, probe.eval_output, w, h, { limit: 3 });
+    if (outLimit === null) {
+      outLimit = symmetricLimit(probe.eval_output);
+      root.querySelectorAll('.p1-out-limit').forEach((e) => { e.textContent = String(outLimit); });
+    }
+    drawHeatmap(tiles.eval.canvas, probe.eval_output, w, h, { limit: outLimit });
     probe.outputs.forEach((out, i) => {
-      drawHeatmap(tiles.draws[i].canvas, out, w, h, { limit: 3 });
+      drawHeatmap(tiles.draws[i].canvas, out, w, h, { limit: outLimit });
       drawHeatmap(tiles.diffs[i].canvas, out.map((v, p) => v - probe.eval_output[p]), w, h, { limit: 1 });
     });
 

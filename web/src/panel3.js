@@ -1,7 +1,7 @@
 // Panel 3: one image's BatchNorm and LayerNorm outputs before and after its
 // batch-mates are replaced.
 import { call } from './minnow.js';
-import { drawHeatmap, drawRGBA, makeCanvas, tile } from './heatmap.js';
+import { drawHeatmap, drawRGBA, makeCanvas, symmetricLimit, tile } from './heatmap.js';
 import { byTestId, showNumber, state } from './util.js';
 
 const THUMBS = 12, DIFF_LIMIT = 1;
@@ -11,6 +11,7 @@ export function initPanel3(M, root, info, reportError) {
   const batchSelect = root.querySelector('#p3-batch');
   const counter = byTestId('p3-replacements', root);
   let probe = 0, seed = 1, replacements = 0;
+  let outLimit = null; // the colour scale of the outputs, fixed by the first picture
 
   const n = Math.min(THUMBS, info.pool_images);
   for (let i = 0; i < n; i++) {
@@ -53,15 +54,19 @@ export function initPanel3(M, root, info, reportError) {
     const B = Number(batchSelect.value);
     const r = call(M, () => M.independence(probe, B, seed, seed + 1));
     const { width: w, height: h } = r;
+    if (outLimit === null) {
+      outLimit = symmetricLimit([...r.bn.a, ...r.ln.a]);
+      root.querySelectorAll('.p3-out-limit').forEach((e) => { e.textContent = String(outLimit); });
+    }
     drawHeatmap(inputTile.canvas, r.input, w, h, { map: 'gray' });
     inputTile.cap.textContent = `image ${probe}, channel ${r.channel}`;
     for (const key of ['bn', 'ln']) {
       const { before, after, diff } = rows[key];
-      drawHeatmap(before.canvas, r[key].a, w, h, { limit: 3 });
+      drawHeatmap(before.canvas, r[key].a, w, h, { limit: outLimit });
       after.fig.classList.toggle('empty', !replaced);
       diff.fig.classList.toggle('empty', !replaced);
       if (replaced) {
-        drawHeatmap(after.canvas, r[key].b, w, h, { limit: 3 });
+        drawHeatmap(after.canvas, r[key].b, w, h, { limit: outLimit });
         drawHeatmap(diff.canvas, r[key].a.map((v, i) => Math.abs(r[key].b[i] - v)), w, h, { map: 'magnitude', limit: DIFF_LIMIT });
       }
       showNumber(byTestId(`p3-${key}-max`, root), replaced ? r[key].max_change : NaN, 3);
