@@ -2,7 +2,7 @@
 import { loadMinnow } from './minnow.js';
 import { setupPrediction } from './predict.js';
 import { initPanel1 } from './panel1.js';
-import { initPanel2 } from './panel2.js';
+import { initPanel2, startTrainerWorker } from './panel2.js';
 import { initPanel3 } from './panel3.js';
 import { state } from './util.js';
 
@@ -39,9 +39,12 @@ const ready = loadMinnow().then(({ M, info }) => {
   return null;
 });
 
+// Panel 2 trains in a worker with its own copy of minnow, loaded once the page's copy works.
+const trainer = ready.then((loaded) => (loaded ? startTrainerWorker() : null));
+
 const panels = [
   ['panel1', (M, root, info) => initPanel1(M, root, info, reportError)],
-  ['panel2', (M, root, info) => initPanel2(M, root, info, reportError)],
+  ['panel2', async (M, root, info) => initPanel2(await trainer, root, info, reportError)],
   ['panel3', (M, root, info) => initPanel3(M, root, info, reportError)],
 ];
 state.panelsReady = {};
@@ -57,7 +60,7 @@ for (const [id, init] of panels) {
     const loaded = await ready;
     if (!loaded) return;
     try {
-      init(loaded.M, root, loaded.info);
+      await init(loaded.M, root, loaded.info);
       state.panelsReady[id] = true;
     } catch (e) {
       reportError(e);

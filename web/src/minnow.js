@@ -7,8 +7,9 @@
 // What web_data (web/make_data.cpp) writes into public/data/ and load_data reads.
 const DATA_FILES = ['pool.safetensors', 'train.safetensors', 'test.safetensors'];
 
-export async function loadMinnow() {
-  const url = (p) => new URL(p, document.baseURI).href;
+// base: the page's URL (document.baseURI); a worker is handed it.
+export async function loadMinnow(base = document.baseURI) {
+  const url = (p) => new URL(p, base).href;
   const { default: createMinnow } = await import(/* @vite-ignore */ url('wasm/minnow_web.mjs'));
   const M = await createMinnow({ locateFile: (f) => url('wasm/' + f) });
   M.FS.mkdir('/data');

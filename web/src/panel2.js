@@ -1,17 +1,45 @@
 // Panel 2: a small convnet trained live; train-mode against eval-mode accuracy.
-import { asError, call } from './minnow.js';
+// The training itself runs in a worker (trainer.worker.js); this file drives
+// it one chunk of steps at a time and draws.
 import { Chart, COLORS } from './charts.js';
 import { byTestId, showNumber, percent, state } from './util.js';
 
 export const BATCH_SIZES = [2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128];
-const LR = 0.05, SEED = 1;
+const SEED = 1;
 const EVAL_EVERY = 25, EVAL_IMAGES = 500, MAX_STEPS = 1500;
-const FRAME_BUDGET_MS = 40; // training time per animation frame; the rest of the frame is the page's
+const CHUNK_MS = 50; // training time asked of the worker per message
 const SMOOTH = 20;
+// Learning rate 0.05 at batch 32 and above, scaled down linearly below it
+// (the linear scaling rule): at batch 4, 0.05 makes this little network
+// collapse whatever its normalisation, which would hide what BatchNorm does.
+const lrFor = (B) => 0.05 * Math.min(1, B / 32);
 
 const NORM_NAMES = { batch: 'BatchNorm', layer: 'LayerNorm', group: 'GroupNorm', none: 'no norm' };
 
-export function initPanel2(M, root, info, reportError) {
+// The worker and a promise-returning call into it.
+export function startTrainerWorker() {
+  const worker = new Worker(new URL('./trainer.worker.js', import.meta.url), { type: 'module' });
+  const pending = new Map();
+  let nextId = 0;
+  worker.onmessage = ({ data }) => {
+    const p = pending.get(data.id);
+    pending.delete(data.id);
+    if (data.error !== undefined) p.reject(new Error(data.error)); else p.resolve(data.result);
+  };
+  worker.onerror = (ev) => {
+    const err = new Error(`the training worker failed: ${ev.message || 'it could not be started'}`);
+    for (const p of pending.values()) p.reject(err);
+    pending.clear();
+  };
+  const rpc = (op, args = {}) => new Promise((resolve, reject) => {
+    const id = nextId++;
+    pending.set(id, { resolve, reject });
+    worker.postMessage({ id, op, ...args });
+  });
+  return { rpc, ready: rpc('init', { base: document.baseURI }) };
+}
+
+export async function initPanel2(trainerWorker, root, info, reportError) {
   const evalImages = Math.min(EVAL_IMAGES, info.test_images);
   root.querySelectorAll('.p2-eval-images').forEach((e) => { e.textContent = String(evalImages); });
   const el = {
@@ -27,14 +55,14 @@ export function initPanel2(M, root, info, reportError) {
   el.batch.max = String(BATCH_SIZES.length - 1);
   state.panel2Sizes = BATCH_SIZES;
 
-  let trainer = null, running = false, run = newRun(), ghost = null;
+  // A run is one Trainer's history; `generation` tells replies of a run that was reset apart.
+  let hasTrainer = false, running = false, looping = null, generation = 0, run = newRun(), ghost = null;
 
-  const settings = () => ({
-    norm: el.norm.value,
-    batchSize: BATCH_SIZES[Number(el.batch.value)],
-    momentum: Number((10 ** Number(el.momentum.value)).toPrecision(2)),
-  });
-  function newRun() { return { losses: [], smooth: [], evals: [], msPerStep: null, step: 0 }; }
+  const settings = () => {
+    const batchSize = BATCH_SIZES[Number(el.batch.value)];
+    return { norm: el.norm.value, batchSize, momentum: Number((10 ** Number(el.momentum.value)).toPrecision(2)), lr: lrFor(batchSize) };
+  };
+  function newRun() { return { losses: [], smooth: [], evals: [], msPerStep: null, step: 0, settings: null }; }
 
   const lossChart = new Chart(root.querySelector('#p2-loss-chart'), {
     type: 'line',
@@ -74,62 +102,60 @@ export function initPanel2(M, root, info, reportError) {
     },
   });
 
-  function evaluate() {
-    const e = call(M, () => trainer.evaluate(evalImages));
-    run.evals.push({ step: run.step, train: e.train_mode_accuracy, eval: e.eval_mode_accuracy, trainLoss: e.train_mode_loss, evalLoss: e.eval_mode_loss });
+  async function evaluate(gen) {
+    const e = await trainerWorker.rpc('evaluate', { images: evalImages });
+    if (gen !== generation) return;
+    // minnow reports accuracy in percent, like its apps; the page keeps fractions
+    run.evals.push({ step: run.step, train: e.train_mode_accuracy / 100, eval: e.eval_mode_accuracy / 100, trainLoss: e.train_mode_loss, evalLoss: e.eval_mode_loss });
   }
 
-  function ensureTrainer() {
-    if (trainer) return;
-    const s = settings();
-    try {
-      trainer = new M.Trainer(s.norm, s.batchSize, s.momentum, LR, SEED);
-    } catch (e) {
-      throw asError(M, e);
-    }
+  async function ensureTrainer() {
+    if (hasTrainer) return;
+    const s = settings(), gen = generation;
+    await trainerWorker.rpc('create', { ...s, seed: SEED });
+    if (gen !== generation) return; // reset meanwhile: the next create replaces this Trainer
+    hasTrainer = true;
     run = newRun();
     run.settings = s;
-    evaluate(); // step 0: the untrained network, near chance
+    await evaluate(gen); // step 0: the untrained network, near chance
   }
 
-  function frame() {
-    if (!running) return;
-    try {
-      const t0 = performance.now();
-      while (running && performance.now() - t0 < FRAME_BUDGET_MS) {
-        // as many steps as fit in the frame, never past the next evaluation
-        const per = run.msPerStep || 5;
-        const left = FRAME_BUDGET_MS - (performance.now() - t0);
-        const toEval = EVAL_EVERY - (run.step % EVAL_EVERY);
-        const n = Math.max(1, Math.min(toEval, MAX_STEPS - run.step, Math.floor(left / per)));
-        const r = call(M, () => trainer.step(n));
-        for (const loss of r.losses) {
-          run.losses.push(loss);
-          const w = run.losses.slice(-SMOOTH);
-          run.smooth.push(w.reduce((a, b) => a + b, 0) / w.length);
-        }
-        run.step = r.step;
-        run.msPerStep = r.ms_per_step;
-        if (run.step % EVAL_EVERY === 0) evaluate();
-        if (run.step >= MAX_STEPS) setRunning(false);
-        if (per > left) break;
+  // Chunks of steps until paused, reset or done; an evaluation every EVAL_EVERY steps.
+  async function loop() {
+    const gen = generation;
+    await ensureTrainer();
+    if (gen !== generation) return;
+    while (running && gen === generation && run.step < MAX_STEPS) {
+      const toEval = EVAL_EVERY - (run.step % EVAL_EVERY);
+      const n = Math.max(1, Math.min(toEval, MAX_STEPS - run.step, Math.floor(CHUNK_MS / (run.msPerStep || 5))));
+      const r = await trainerWorker.rpc('step', { n });
+      if (gen !== generation) return;
+      for (const loss of r.losses) {
+        run.losses.push(loss);
+        const w = run.losses.slice(-SMOOTH);
+        run.smooth.push(w.reduce((a, b) => a + b, 0) / w.length);
       }
-      render();
-    } catch (e) {
-      setRunning(false);
-      reportError(e);
-      return;
+      run.step = r.step;
+      run.msPerStep = r.ms_per_step;
+      if (run.step % EVAL_EVERY === 0) await evaluate(gen);
+      scheduleRender();
     }
-    if (running) requestAnimationFrame(frame);
+    if (gen === generation) setRunning(false);
   }
 
   function setRunning(on) {
     running = on;
-    el.start.disabled = on;
+    el.start.disabled = on || run.step >= MAX_STEPS;
     el.pause.disabled = !on;
-    el.start.textContent = run.step > 0 && run.step < MAX_STEPS ? 'Continue' : 'Start';
-    if (run.step >= MAX_STEPS) { el.start.disabled = true; el.start.textContent = `Stopped at ${MAX_STEPS} steps`; }
+    el.start.textContent = run.step >= MAX_STEPS ? `Stopped at ${MAX_STEPS} steps` : run.step > 0 ? 'Continue' : 'Start';
     state.panel2 = summary();
+  }
+
+  let renderPending = false;
+  function scheduleRender() {
+    if (renderPending) return;
+    renderPending = true;
+    requestAnimationFrame(() => { renderPending = false; render(); });
   }
 
   function render() {
@@ -160,12 +186,13 @@ export function initPanel2(M, root, info, reportError) {
   }
 
   function summary() {
-    return { running, step: run.step, msPerStep: run.msPerStep, losses: run.losses, evals: run.evals, settings: run.settings || settings() };
+    // busy: a chunk of steps or an evaluation is still on its way back from the worker
+    return { running, busy: looping !== null, step: run.step, msPerStep: run.msPerStep, losses: run.losses, evals: run.evals, settings: run.settings || settings() };
   }
 
   function reset() {
-    setRunning(false);
-    if (trainer) {
+    generation++;
+    if (hasTrainer) {
       if (run.step > 0) {
         const s = run.settings;
         ghost = {
@@ -175,8 +202,8 @@ export function initPanel2(M, root, info, reportError) {
           eval: run.evals.map((e) => ({ x: e.step, y: e.eval })),
         };
       }
-      trainer.delete();
-      trainer = null;
+      trainerWorker.rpc('delete').catch(reportError);
+      hasTrainer = false;
     }
     run = newRun();
     setRunning(false);
@@ -189,26 +216,31 @@ export function initPanel2(M, root, info, reportError) {
     el.batchValue.dataset.value = String(s.batchSize);
     el.momentumValue.textContent = s.momentum.toFixed(s.momentum < 0.1 ? 3 : 2);
     el.momentumValue.dataset.value = String(s.momentum);
+    showNumber(byTestId('p2-lr', root), s.lr, 3);
     // momentum only matters where there are running statistics
     el.momentum.disabled = s.norm !== 'batch';
   }
 
-  el.start.addEventListener('click', () => {
-    try {
-      ensureTrainer();
-    } catch (e) {
-      reportError(e);
-      return;
-    }
-    setRunning(true);
-    requestAnimationFrame(frame);
-  });
+  // One loop at a time; one that ends on a reset while Start is on hands over to a new one.
+  function startLoop() {
+    if (looping) return;
+    looping = loop()
+      .catch((e) => { setRunning(false); reportError(e); })
+      .finally(() => { looping = null; if (running) startLoop(); else scheduleRender(); });
+  }
+  el.start.addEventListener('click', () => { setRunning(true); startLoop(); });
   el.pause.addEventListener('click', () => { setRunning(false); render(); });
-  el.reset.addEventListener('click', () => { try { reset(); } catch (e) { reportError(e); } });
+  el.reset.addEventListener('click', reset);
   for (const input of [el.norm, el.batch, el.momentum]) {
     input.addEventListener('input', showSettings);
-    input.addEventListener('change', () => { showSettings(); try { reset(); } catch (e) { reportError(e); } });
+    input.addEventListener('change', () => { showSettings(); reset(); });
   }
   showSettings();
   render();
+
+  // Start stays off until the worker has its own copy of minnow and the images.
+  el.start.disabled = true;
+  el.start.textContent = 'Loading the trainer…';
+  await trainerWorker.ready;
+  setRunning(false);
 }

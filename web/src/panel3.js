@@ -4,7 +4,7 @@ import { call } from './minnow.js';
 import { drawHeatmap, drawRGBA, makeCanvas, symmetricLimit, tile } from './heatmap.js';
 import { byTestId, showNumber, state } from './util.js';
 
-const THUMBS = 12, DIFF_LIMIT = 1;
+const THUMBS = 12, DIFF_LIMIT = 0.25;
 
 export function initPanel3(M, root, info, reportError) {
   const thumbsBox = root.querySelector('#p3-thumbs');
@@ -13,13 +13,16 @@ export function initPanel3(M, root, info, reportError) {
   let probe = 0, seed = 1, replacements = 0;
   let outLimit = null; // the colour scale of the outputs, fixed by the first picture
 
+  // Pool images spread over the whole pool (it may be ordered by class).
   const n = Math.min(THUMBS, info.pool_images);
-  for (let i = 0; i < n; i++) {
+  const picks = Array.from({ length: n }, (_, k) => Math.floor((k * info.pool_images) / n));
+  probe = picks[0];
+  picks.forEach((i, k) => {
     const img = call(M, () => M.pool_image(i));
     const b = document.createElement('button');
     b.type = 'button';
     b.className = 'thumb';
-    b.dataset.testid = `p3-thumb-${i}`;
+    b.dataset.testid = `p3-thumb-${k}`;
     b.dataset.index = String(i);
     b.title = `pool image ${i}: ${info.classes?.[img.label] ?? img.label}`;
     const c = makeCanvas(img.width, img.height, 'rgb');
@@ -29,7 +32,7 @@ export function initPanel3(M, root, info, reportError) {
     b.append(c, label);
     b.addEventListener('click', () => { probe = i; seed += 2; replacements = 0; safe(show, false); });
     thumbsBox.append(b);
-  }
+  });
 
   // Rows: BatchNorm and LayerNorm, each before / after / |after - before|.
   const grid = root.querySelector('#p3-compare');

@@ -97,7 +97,8 @@ try {
       Math.abs(s.mean - s.pred) <= 3 * s.se + 0.1 * s.pred);
   }
   const px = (B) => p1.find((s) => s.B === B).pixelSpread;
-  check('panel 1 pixel spread falls with B', px(4) > px(128) && px(128) > px(512), `${px(4).toFixed(3)} > ${px(128).toFixed(3)} > ${px(512).toFixed(3)}`);
+  // from 4 draws the pixel spread is itself noisy (±40%): compare only far-apart batch sizes
+  check('panel 1 pixel spread falls with B', px(4) > 2 * px(512), `B=4: ${px(4).toFixed(3)}, B=512: ${px(512).toFixed(3)}`);
   // a real key press on the slider: from 512 (the end) one step left
   await page.focus('#p1-batch');
   await page.keyboard.press('ArrowLeft');
@@ -127,8 +128,20 @@ try {
   check('panel 2 momentum defaults to 0.1', (await value('p2-momentum')) === 0.1);
   const tTrain = Date.now();
   await page.click(id('p2-start'));
+  // The page stays responsive while it trains: the longest gap between animation frames over 2 s
+  // (training and evaluation run in a worker).
+  const maxFrameGap = await page.evaluate(() => new Promise((resolve) => {
+    let last = performance.now(), worst = 0;
+    const end = last + 2000;
+    const tick = (t) => { worst = Math.max(worst, t - last); last = t; if (t < end) requestAnimationFrame(tick); else resolve(worst); };
+    requestAnimationFrame(tick);
+  }));
+  check('panel 2 page responsive while training', maxFrameGap < 250, `longest frame gap ${maxFrameGap.toFixed(0)} ms`);
   await page.waitForFunction((n) => (window.__minnow.panel2 && window.__minnow.panel2.step >= n) || window.__minnow.errors.length > 0, TRAIN_STEPS, { timeout: TRAIN_TIMEOUT, polling: 100 });
   await page.click(id('p2-pause'));
+  // the chunk of steps in flight comes back and is drawn
+  await page.waitForFunction(() => !window.__minnow.panel2.busy && !window.__minnow.panel2.running, null, { timeout: 60_000 });
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
   const p2 = await page.evaluate(() => window.__minnow.panel2);
   const losses = p2.losses;
   const first = mean(losses.slice(0, 20)), last = mean(losses.slice(TRAIN_STEPS - 20, TRAIN_STEPS));
@@ -139,13 +152,15 @@ try {
   check('panel 2 settings of the run', p2.settings.norm === 'batch' && p2.settings.batchSize === TRAIN_BATCH && p2.settings.momentum === 0.1);
   const lastEval = p2.evals[p2.evals.length - 1];
   summary.panel2 = { norm: 'batch', batch_size: TRAIN_BATCH, steps: p2.step, ms_per_step: p2.msPerStep, wall_s: (Date.now() - tTrain) / 1000,
-    loss_first20: first, loss_last20: last, train_mode_accuracy: lastEval.train, eval_mode_accuracy: lastEval.eval };
+    loss_first20: first, loss_last20: last, max_frame_gap_ms: maxFrameGap, train_mode_accuracy: lastEval.train, eval_mode_accuracy: lastEval.eval };
   summary.ms_per_step = p2.msPerStep;
   await page.locator('#panel2').screenshot({ path: join(shots, 'panel2.png') });
 
   // Panel 3: replacing the batch-mates moves BatchNorm's output, not LayerNorm's.
+  // the third thumbnail, whichever pool image it shows
   await page.click(id('p3-thumb-2'));
-  check('panel 3 thumbnail selects the image', await page.evaluate(() => window.__minnow.panel3.probe === 2 && !window.__minnow.panel3.replaced));
+  const picked = await page.$eval(id('p3-thumb-2'), (b) => Number(b.dataset.index));
+  check('panel 3 thumbnail selects the image', await page.evaluate((i) => window.__minnow.panel3.probe === i && !window.__minnow.panel3.replaced, picked), `pool image ${picked}`);
   summary.panel3 = [];
   for (let i = 0; i < 2; i++) {
     await page.click(id('p3-replace'));

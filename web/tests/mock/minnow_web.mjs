@@ -146,7 +146,7 @@ class Trainer {
     const gap = this.norm === 'batch' ? (0.5 / Math.sqrt(this.B)) * (0.3 + 0.7 * Math.min(1, this.momentum * 10)) : 0;
     const noise = () => gauss(this.r) * 0.3 / Math.sqrt(numImages);
     const a = Math.min(1, Math.max(0, acc + noise())), b = Math.min(1, Math.max(0.02, acc - gap + noise()));
-    return JSON.stringify({ train_mode_accuracy: a, eval_mode_accuracy: b, train_mode_loss: 2.3 - 1.5 * a, eval_mode_loss: 2.3 - 1.5 * b, images: numImages });
+    return JSON.stringify({ train_mode_accuracy: 100 * a, eval_mode_accuracy: 100 * b, train_mode_loss: 2.3 - 1.5 * a, eval_mode_loss: 2.3 - 1.5 * b, images: numImages });
   }
   delete() { this.deleted = true; }
 }
@@ -210,19 +210,17 @@ export default async function createMinnow(opts = {}) {
       const norm = (st) => input.map((x) => (x - st.mean) / Math.sqrt(st.var + EPS));
       const outputs = [];
       for (let d = 0; d < draws; d++) outputs.push(norm(batchStats(drawBatch(r, B, 0), c)));
-      // pixel spread: rms over pixels of the std over 64 draws
-      const many = [];
-      for (let d = 0; d < 64; d++) many.push(norm(batchStats(drawBatch(r, B, 0), c)));
+      // pixel spread: each pixel's standard deviation over the draws, averaged over the pixels
       let acc = 0;
-      for (let p = 0; p < HW; p++) {
+      for (let p = 0; p < HW && draws > 1; p++) {
         let s = 0, q = 0;
-        for (const o of many) { s += o[p]; q += o[p] * o[p]; }
-        acc += Math.max(0, q / many.length - (s / many.length) ** 2);
+        for (const o of outputs) { s += o[p]; q += o[p] * o[p]; }
+        acc += Math.sqrt(Math.max(0, (q / draws - (s / draws) ** 2) * draws / (draws - 1)));
       }
       return JSON.stringify({
         batch_size: B, channel: c, width: W, height: H, input, outputs,
         eval_output: norm({ mean: pop.mean[c], var: pop.var[c] }),
-        pixel_spread: B === 1 ? 0 : Math.sqrt(acc / HW), ms: performance.now() - t0,
+        pixel_spread: acc / HW, ms: performance.now() - t0,
       });
     },
     independence(probeIndex, B, seedA, seedB) {
