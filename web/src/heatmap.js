@@ -3,17 +3,21 @@
 
 const NEG = [33, 102, 172], POS = [178, 24, 43], WHITE = [247, 247, 247], DARK = [63, 0, 125];
 
-const lerp = (a, b, t) => [0, 1, 2].map((k) => a[k] + (b[k] - a[k]) * t);
-
-// Colour maps take a value in the map's range and give [r, g, b].
+// Colour maps write the colour of a value in the map's range into out[k..k+2]
+// (no allocation per pixel: a redraw paints ten of these pictures).
+function lerpInto(out, k, a, b, t) {
+  out[k] = a[0] + (b[0] - a[0]) * t;
+  out[k + 1] = a[1] + (b[1] - a[1]) * t;
+  out[k + 2] = a[2] + (b[2] - a[2]) * t;
+}
 const MAPS = {
   // signed values: blue - white - red, symmetric around 0
-  diverging: (v, lim) => {
+  diverging: (out, k, v, lim) => {
     const t = Math.max(-1, Math.min(1, v / lim));
-    return t < 0 ? lerp(WHITE, NEG, -t) : lerp(WHITE, POS, t);
+    if (t < 0) lerpInto(out, k, WHITE, NEG, -t); else lerpInto(out, k, WHITE, POS, t);
   },
   // magnitudes from 0: white - dark purple
-  magnitude: (v, lim) => lerp(WHITE, DARK, Math.max(0, Math.min(1, v / lim))),
+  magnitude: (out, k, v, lim) => lerpInto(out, k, WHITE, DARK, Math.max(0, Math.min(1, v / lim))),
 };
 
 export function makeCanvas(w, h, cls = 'heat') {
@@ -27,12 +31,19 @@ export function makeCanvas(w, h, cls = 'heat') {
 export function drawHeatmap(canvas, values, w, h, { map = 'diverging', limit = 3 } = {}) {
   const ctx = canvas.getContext('2d');
   const img = ctx.createImageData(w, h);
+  const px = img.data;
   let lo = Infinity, hi = -Infinity;
-  if (map === 'gray') for (const v of values) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  if (map === 'gray') for (let i = 0; i < w * h; i++) { const v = values[i]; if (v < lo) lo = v; if (v > hi) hi = v; }
+  const paint = MAPS[map];
   for (let i = 0; i < w * h; i++) {
     const v = values[i];
-    const rgb = map === 'gray' ? [255 * (hi > lo ? (v - lo) / (hi - lo) : 0.5)].flatMap((g) => [g, g, g]) : MAPS[map](v, limit);
-    img.data[4 * i] = rgb[0]; img.data[4 * i + 1] = rgb[1]; img.data[4 * i + 2] = rgb[2]; img.data[4 * i + 3] = 255;
+    if (map === 'gray') {
+      const g = 255 * (hi > lo ? (v - lo) / (hi - lo) : 0.5);
+      px[4 * i] = px[4 * i + 1] = px[4 * i + 2] = g;
+    } else {
+      paint(px, 4 * i, v, limit);
+    }
+    px[4 * i + 3] = 255;
   }
   ctx.putImageData(img, 0, 0);
 }

@@ -7,7 +7,9 @@ import { byTestId, showNumber, format, state } from './util.js';
 // The slider runs over powers of two and the values half-way between them (on a log scale).
 export const BATCH_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512];
 const CURVE_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
-const NUM_BATCHES = 200, DRAWS = 4, BINS = 40;
+// The curve averages 200 batches per point; the slider 100 (half the work,
+// so a redraw fits a frame up to the largest batches).
+const CURVE_BATCHES = 200, NUM_BATCHES = 100, DRAWS = 4, BINS = 40;
 
 export function initPanel1(M, root, info, reportError) {
   root.querySelectorAll('.p1-channels').forEach((e) => { e.textContent = info.channels ? String(info.channels) : 'all'; });
@@ -18,7 +20,7 @@ export function initPanel1(M, root, info, reportError) {
   let resamples = 0;
 
   // The curve: one call per power of two, once.
-  const curve = CURVE_SIZES.map((B) => call(M, () => M.batch_stats(B, NUM_BATCHES, 1000 + B)));
+  const curve = CURVE_SIZES.map((B) => call(M, () => M.batch_stats(B, CURVE_BATCHES, 1000 + B)));
   const channel = curve[0].example.channel;
   root.querySelectorAll('.p1-channel').forEach((el) => { el.textContent = String(channel); });
 
@@ -128,6 +130,8 @@ export function initPanel1(M, root, info, reportError) {
     const ms = performance.now() - t0;
     showNumber(byTestId('p1-redraw-ms', root), ms, 2);
     showNumber(byTestId('p1-minnow-ms', root), stats.ms + probe.ms, 2);
+    showNumber(byTestId('p1-check-mean', root), stats.layer_check.mean_difference, 2);
+    showNumber(byTestId('p1-check-var', root), stats.layer_check.var_relative_difference, 2);
     state.lastRedrawMs = ms;
     state.redraws = (state.redraws || []).concat([{ B, ms, minnowMs: stats.ms + probe.ms }]);
     state.panel1 = { B, stats, pixelSpread: probe.pixel_spread };

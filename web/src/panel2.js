@@ -4,7 +4,7 @@
 import { Chart, COLORS } from './charts.js';
 import { byTestId, showNumber, percent, state } from './util.js';
 
-export const BATCH_SIZES = [2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128];
+export const BATCH_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128];
 const SEED = 1;
 const EVAL_EVERY = 25, EVAL_IMAGES = 500, MAX_STEPS = 1500;
 const CHUNK_MS = 50; // training time asked of the worker per message

@@ -96,6 +96,9 @@ try {
     check(`panel 1 B=${B}: mean spread ${s.mean.toFixed(4)} ± ${s.se.toFixed(4)} vs k/sqrt(B) ${s.pred.toFixed(4)}`,
       Math.abs(s.mean - s.pred) <= 3 * s.se + 0.1 * s.pred);
   }
+  const checkMean = await value('p1-check-mean'), checkVar = await value('p1-check-var');
+  check('panel 1 statistics agree with BatchNorm2d itself', checkMean < 1e-5 && checkVar < 1e-4,
+    `mean ${checkMean.toExponential(1)}, variance ${checkVar.toExponential(1)} (relative)`);
   const px = (B) => p1.find((s) => s.B === B).pixelSpread;
   // from 4 draws the pixel spread is itself noisy (±40%): compare only far-apart batch sizes
   check('panel 1 pixel spread falls with B', px(4) > 2 * px(512), `B=4: ${px(4).toFixed(3)}, B=512: ${px(512).toFixed(3)}`);
@@ -154,6 +157,29 @@ try {
   summary.panel2 = { norm: 'batch', batch_size: TRAIN_BATCH, steps: p2.step, ms_per_step: p2.msPerStep, wall_s: (Date.now() - tTrain) / 1000,
     loss_first20: first, loss_last20: last, max_frame_gap_ms: maxFrameGap, train_mode_accuracy: lastEval.train, eval_mode_accuracy: lastEval.eval };
   summary.ms_per_step = p2.msPerStep;
+
+  // Then BatchNorm at batch 1: the train/eval mismatch. Each channel is then
+  // normalised with one image's own statistics in train mode and with their
+  // running average in eval mode; after a few hundred steps train-mode
+  // accuracy is well above eval mode's (about 20-26% against 11-15%).
+  await page.evaluate(() => {
+    const s = document.getElementById('p2-batch');
+    s.value = String(window.__minnow.panel2Sizes.indexOf(1));
+    s.dispatchEvent(new Event('input', { bubbles: true }));
+    s.dispatchEvent(new Event('change', { bubbles: true }));
+  });
+  check('panel 2 batch size set to 1', (await value('p2-batch')) === 1);
+  if (!(await page.evaluate(() => window.__minnow.panel2.running))) await page.click(id('p2-start'));
+  await page.waitForFunction(() => (window.__minnow.panel2 && window.__minnow.panel2.settings.batchSize === 1 && window.__minnow.panel2.step >= 300) || window.__minnow.errors.length > 0, null, { timeout: TRAIN_TIMEOUT, polling: 100 });
+  await page.click(id('p2-pause'));
+  await page.waitForFunction(() => !window.__minnow.panel2.busy && !window.__minnow.panel2.running, null, { timeout: 60_000 });
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+  const b1 = await page.evaluate(() => window.__minnow.panel2);
+  const late = b1.evals.slice(-4);
+  const gap = mean(late.map((e) => e.train)) - mean(late.map((e) => e.eval));
+  check('panel 2 at batch 1: train-mode accuracy above eval-mode accuracy', gap > 0.03,
+    `last 4 evaluations: train ${late.map((e) => (100 * e.train).toFixed(0)).join('/')}%, eval ${late.map((e) => (100 * e.eval).toFixed(0)).join('/')}%`);
+  summary.panel2_batch1 = { steps: b1.step, ms_per_step: b1.msPerStep, train_mode_accuracy: late.map((e) => e.train), eval_mode_accuracy: late.map((e) => e.eval) };
   await page.locator('#panel2').screenshot({ path: join(shots, 'panel2.png') });
 
   // Panel 3: replacing the batch-mates moves BatchNorm's output, not LayerNorm's.
