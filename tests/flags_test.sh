@@ -32,6 +32,7 @@ base[study_bn_momentum]="$study --momenta 0.1 --pop-images 10"
 base[study_batch1]="$study --norms batch"
 base[study_init_scale]="$study --norms batch --scales 1"
 base[study_batch_noise]="--out $work/out-noise --data $work/cifar --threads 2 --train-limit 10 --batch-sizes 2,4 --batches 2 --probe-batches 2 --demo-images 2"
+base[web_data]="--checkpoint $ckpt --data $work/cifar --cache-dir $work/cache --out $work/out-web --pool 4 --train 20 --test 4 --shown 2"
 base[study_inference]="--out $work/out-inference --checkpoint $ckpt --data $work/cifar --threads 2 --iters 2 --throughput-iters 1 --throughput-batch 2 --rounds 1 --test-limit 10"
 
 values=(0 -1 99999999999999999999 1e300 abc nan)

@@ -142,8 +142,8 @@ int main(int argc, char** argv) {
     app.add_option("--out", o.out, "folder to write pool, train and test .safetensors into")->required();
     app.add_option("--data", o.data, "cifar-10-batches-bin folder or image folders with train/ and test/");
     app.add_option("--pool", o.pool, "test images in panel 1 and 3's pool")->check(flag::whole(2, 9000))->capture_default_str();
-    app.add_option("--train", o.train, "training images for panel 2")->check(flag::whole(10, 50000))->capture_default_str();
-    app.add_option("--test", o.test, "held-out test images for panel 2")->check(flag::whole(10, 8000))->capture_default_str();
+    app.add_option("--train", o.train, "training images for panel 2")->check(flag::whole(1, 50000))->capture_default_str();
+    app.add_option("--test", o.test, "held-out test images for panel 2")->check(flag::whole(1, 8000))->capture_default_str();
     app.add_option("--shown", o.shown, "channels of features.0 kept whole")->check(flag::whole(1, 64))->capture_default_str();
     app.add_option("--cache-dir", o.cache_dir, "where decoded image folders are cached")->capture_default_str();
     return run_app(app, argc, argv, [&] { return run(o); });
