@@ -16,7 +16,7 @@ namespace minnow::dist {
 namespace {
 
 // MPI counts are int: a long array goes in pieces.
-constexpr int64_t kMaxCount = int64_t{1} << 30;
+[[maybe_unused]] constexpr int64_t kMaxCount = int64_t{1} << 30;
 
 #if MINNOW_MPI
 bool mpi_running() {
@@ -135,7 +135,7 @@ void sum_in_rank_order(double* data, int64_t n) {
     }
 }
 
-void allreduce_sum(float* data, int64_t n) {
+void allreduce_sum([[maybe_unused]] float* data, [[maybe_unused]] int64_t n) {
     if (size() == 1) return;
 #if MINNOW_MPI
     for (int64_t i = 0; i < n; i += kMaxCount)
@@ -211,7 +211,7 @@ void AllreduceRequest::wait() {
     pending_.reset();
 }
 
-void broadcast(float* data, int64_t n, int root) {
+void broadcast([[maybe_unused]] float* data, [[maybe_unused]] int64_t n, [[maybe_unused]] int root) {
     if (size() == 1) return;
 #if MINNOW_MPI
     for (int64_t i = 0; i < n; i += kMaxCount)
@@ -220,7 +220,7 @@ void broadcast(float* data, int64_t n, int root) {
 #endif
 }
 
-void broadcast_bytes(std::vector<uint8_t>& data, int root) {
+void broadcast_bytes([[maybe_unused]] std::vector<uint8_t>& data, [[maybe_unused]] int root) {
     if (size() == 1) return;
 #if MINNOW_MPI
     int64_t n = static_cast<int64_t>(data.size());

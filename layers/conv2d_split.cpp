@@ -94,7 +94,7 @@ void forward_split(const Plan& p, const ConvGeometry& g, const float* X, const f
 // dx, dw, db: null where no gradient is wanted. Derivation: see Conv2dBackward.
 void backward_split(const Plan& p, const ConvGeometry& g, const float* X, const float* Wt, const float* dY, float* dx,
                     float* dw, float* db) {
-    const int threads = p.threads;
+    [[maybe_unused]] const int threads = p.threads;  // read by the `#pragma omp` lines only
     const int64_t K = g.K(), P = g.P(), O = g.O, HW = g.H * g.W, CHW = g.C * HW, kk = g.kh * g.kw;
     const bool use_col = (dw || dx) && !g.pointwise();
     float* col = scratch_buffers(Scratch::col, 1, use_col ? K * P : 0)[0];  // col_n, then dcol_n

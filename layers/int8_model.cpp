@@ -457,7 +457,8 @@ std::string Int8Model::extra_repr() const {
 // One image through the convs: x [C][H][W] -> logits [classes]. With
 // rows_in_parallel, every conv's rows are shared by the threads (a batch
 // smaller than the thread count); otherwise the caller runs one image per thread.
-void Int8Model::run_image(const float* x, int64_t H, int64_t W, float* logits, bool rows_in_parallel) {
+void Int8Model::run_image(const float* x, int64_t H, int64_t W, float* logits,
+                          [[maybe_unused]] bool rows_in_parallel) {  // read by the `#pragma omp` lines only
     // The size of every activation at this image size, each conv's shape, and
     // where each activation's bytes lie.
     const size_t n = activations_.size();

@@ -108,7 +108,7 @@ struct MaxPoolPlane {
                     for (int32_t j = 0; j < k; ++j) {
                         if (i == 0 && j == 0) continue;
                         const float v = top[i * W + ow * s + j];
-                        const uint32_t take = (v > best) | (v != v) ? ~0u : 0u;  // v != v: a NaN
+                        const uint32_t take = ((v > best) | (v != v)) ? ~0u : 0u;  // v != v: a NaN
                         best = select_bits(take, v, best);
                         at = select_bits(take, static_cast<float>((oh * s + i) * W + ow * s + j), at);
                     }
