@@ -122,8 +122,13 @@ TEST_CASE("a non-finite step changes no weight, and the diagnosis names the laye
     SGD& opt = one.opt;
     const Batch& b = one.batch;
     REQUIRE(train_step(model, opt, b).finite());  // a momentum buffer exists now
-    Tensor w = model.named_parameters()[0].second;  // "1.weight"
-    for (int64_t i = 0; i < w.numel(); ++i) w.data()[i] = (i % 2 ? -1 : 1) * 3e38f;
+    // "1.weight" [8, 48]: finite, but each row of the size of a float's
+    // largest with the signs of the first image's 48 inputs, so that image's
+    // 48 products are all positive and their sum overflows whatever order a
+    // GEMM adds them in.
+    Tensor w = model.named_parameters()[0].second;
+    const float* x0 = b.images.data();
+    for (int64_t i = 0; i < w.numel(); ++i) w.data()[i] = (x0[i % 48] < 0 ? -1 : 1) * 3e38f;
     const auto before = weight_bytes(model);
     bool looked = false;
     const StepResult r = train_step(model, opt, b, 0.f, [&] { looked = true; });
