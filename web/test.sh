@@ -15,7 +15,9 @@ node web/tests/parity.mjs web/public/wasm/minnow_web.mjs "$out/native.json"
 
 echo "=== web: the page in chromium"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-(cd web && exec npx --no-install vite preview --host 127.0.0.1 --port "$port" --strictPort) > "$out/server.log" 2>&1 &
+# vite itself, not through npx: npx would leave it running when the trap kills npx.
+(cd web && exec node node_modules/vite/bin/vite.js preview --host 127.0.0.1 --port "$port" --strictPort) \
+  > "$out/server.log" 2>&1 &
 server=$!
 for _ in $(seq 50); do
   curl -sf "http://127.0.0.1:$port/" >/dev/null && break
