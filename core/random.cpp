@@ -2,6 +2,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <numeric>
+#include <utility>
 
 #include "core/error.h"
 
@@ -42,6 +44,14 @@ uint64_t Generator::randint(uint64_t n) {
     uint64_t x;
     do x = next_u64(); while (x >= limit);
     return x % n;
+}
+
+std::vector<int64_t> Generator::permutation(int64_t n) {
+    std::vector<int64_t> order(static_cast<size_t>(n > 0 ? n : 0));
+    std::iota(order.begin(), order.end(), 0);
+    for (int64_t i = n - 1; i > 0; --i)
+        std::swap(order[static_cast<size_t>(i)], order[randint(static_cast<uint64_t>(i + 1))]);
+    return order;
 }
 
 float Generator::normal() {

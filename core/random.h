@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <vector>
 
 namespace minnow {
 
@@ -26,6 +27,11 @@ public:
     using State = std::array<uint64_t, 5>;  // 4 words + the cached normal (bits)
     State state() const;
     void set_state(const State& s);
+
+    // 0, 1, ..., n-1 in a random order (Fisher-Yates): for i = n-1 down to 1,
+    // entry i is swapped with entry randint(i + 1). The DataLoader's shuffle
+    // and split_validation are specified by these draws.
+    std::vector<int64_t> permutation(int64_t n);
 
 private:
     std::array<uint64_t, 4> s_{};

@@ -1,7 +1,6 @@
 #include "data/dataset.h"
 
 #include <algorithm>
-#include <numeric>
 
 #include "core/random.h"
 #include "core/tensor.h"
@@ -76,11 +75,8 @@ std::pair<ImageSet, ImageSet> split_validation(const ImageSet& s, int64_t n_val,
     if (n_val < 0 || n_val > s.n)
         throw Error("split_validation: cannot hold out " + std::to_string(n_val) + " of " + std::to_string(s.n) +
                     " images");
-    // Fisher-Yates on the indices; the first n_val are the validation set.
-    std::vector<int64_t> perm(s.n);
-    std::iota(perm.begin(), perm.end(), 0);
-    Generator gen(seed);
-    for (int64_t i = s.n - 1; i > 0; --i) std::swap(perm[i], perm[gen.randint(i + 1)]);
+    // The first n_val of a random order are the validation set.
+    const std::vector<int64_t> perm = Generator(seed).permutation(s.n);
     std::vector<int64_t> val(perm.begin(), perm.begin() + n_val), train(perm.begin() + n_val, perm.end());
     std::sort(val.begin(), val.end());
     std::sort(train.begin(), train.end());

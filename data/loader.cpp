@@ -60,11 +60,11 @@ void DataLoader::start_epoch(int64_t epoch) {
     if (epoch < 0) throw Error("DataLoader::start_epoch: epoch must be >= 0, got " + std::to_string(epoch));
     stop();
     epoch_ = epoch;
-    order_.resize(set_->n);
-    std::iota(order_.begin(), order_.end(), 0);
     if (opt_.shuffle) {
-        Generator gen(derive_seed(opt_.seed, epoch, 0));
-        for (int64_t i = set_->n - 1; i > 0; --i) std::swap(order_[i], order_[gen.randint(i + 1)]);
+        order_ = Generator(derive_seed(opt_.seed, epoch, 0)).permutation(set_->n);
+    } else {
+        order_.resize(set_->n);
+        std::iota(order_.begin(), order_.end(), 0);
     }
     next_batch_ = 0;
     if (opt_.prefetch > 0) worker_ = std::thread(&DataLoader::produce, this);

@@ -10,7 +10,6 @@
 // OUT/test.safetensors (images as U8, labels, and the normalisation in the
 // metadata). The pool and the test images are disjoint.
 #include <cstdio>
-#include <numeric>
 
 #include <nlohmann/json.hpp>
 
@@ -43,14 +42,7 @@ std::string json_list(const std::vector<float>& v) { return nlohmann::json(v).du
 // `set` in a fixed random order. The readers give the images class by class;
 // the page takes batches and evaluation images from the front, and a batch of
 // one class would normalise the class away.
-ImageSet shuffled(const ImageSet& set, uint64_t seed) {
-    std::vector<int64_t> order(static_cast<size_t>(set.n));
-    std::iota(order.begin(), order.end(), 0);
-    Generator gen(seed);
-    for (int64_t i = set.n - 1; i > 0; --i)
-        std::swap(order[static_cast<size_t>(i)], order[gen.randint(static_cast<uint64_t>(i + 1))]);
-    return subset(set, order);
-}
+ImageSet shuffled(const ImageSet& set, uint64_t seed) { return subset(set, Generator(seed).permutation(set.n)); }
 
 int run(const Options& o) {
     require_writable_folder(o.out, "--out");
