@@ -18,7 +18,12 @@
 
 namespace minnow::int8 {
 
-// One output row at each instruction set: conv_int8_{avx512vnni,avxvnni,avx2}.cpp.
+// One output row at each instruction set: conv_int8_{avx512vnni,avxvnni,avx2}.cpp;
+// AMX's rows, which load their tile configuration once per call: conv_int8_amx.cpp.
+// requantize_row at level avx512: conv_int8_avx512vnni.cpp.
+void requantize_row_avx512(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
+                           const float* offset, const Residual& residual, int lo, uint8_t* out, int64_t out_stride);
+void rows_amx(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy0, int64_t oy1, int32_t* acc);
 void row_avx512vnni(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy, int32_t* acc);
 void row_avxvnni(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy, int32_t* acc);
 void row_avx2(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy, int32_t* acc);
@@ -26,10 +31,11 @@ void row_avx2(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int6
 namespace {
 
 // AVX512-VNNI is bit 11 of ECX in CPUID leaf 7, subleaf 0; AVX-VNNI bit 4 of
-// EAX in leaf 7, subleaf 1. Asked of CPUID itself (not every compiler knows
+// EAX in leaf 7, subleaf 1; AMX-INT8 bit 25 of EDX in leaf 7, subleaf 0. Asked of CPUID itself (not every compiler knows
 // "avxvnni" for __builtin_cpu_supports), once: in a virtual machine every
 // CPUID is a trip to the hypervisor (asked per row, it took 30% of the time).
-// That the OS saves the vector registers is part of levels avx2 and avx512
+// That the OS saves the vector registers is part of levels avx2 and avx512,
+// and that Linux lets this process use the AMX tiles part of level amx
 // (kernels/cpu.cpp).
 bool cpuid_bit(unsigned leaf, unsigned subleaf, int word, int bit) {
 #if MINNOW_X86
@@ -46,6 +52,10 @@ bool cpu_has_avx512_vnni() {
 }
 bool cpu_has_avx_vnni() {
     static const bool has = cpuid_bit(7, 1, 0, 4);
+    return has;
+}
+bool cpu_has_amx_int8() {
+    static const bool has = cpuid_bit(7, 0, 3, 25);
     return has;
 }
 
@@ -83,6 +93,7 @@ bool kernel_available(Kernel k) {
     switch (k) {
         case Kernel::Auto:
         case Kernel::Portable: return true;
+        case Kernel::Amx: return isa_supported(Isa::amx) && cpu_has_amx_int8();
         case Kernel::Avx512Vnni: return isa_supported(Isa::avx512) && cpu_has_avx512_vnni();
         case Kernel::AvxVnni: return isa_supported(Isa::avx2) && cpu_has_avx_vnni();
         case Kernel::Avx2: return isa_supported(Isa::avx2);
@@ -91,6 +102,7 @@ bool kernel_available(Kernel k) {
 }
 
 Kernel best_kernel() {
+    if (isa_active(Isa::amx) && cpu_has_amx_int8()) return Kernel::Amx;
     if (isa_active(Isa::avx512) && cpu_has_avx512_vnni()) return Kernel::Avx512Vnni;
     if (isa_active(Isa::avx2) && cpu_has_avx_vnni()) return Kernel::AvxVnni;
     if (isa_active(Isa::avx2)) return Kernel::Avx2;
@@ -100,6 +112,7 @@ Kernel best_kernel() {
 const char* kernel_name(Kernel k) {
     switch (k) {
         case Kernel::Auto: return kernel_name(best_kernel());
+        case Kernel::Amx: return "amx";
         case Kernel::Avx512Vnni: return "avx512_vnni";
         case Kernel::AvxVnni: return "avx_vnni";
         case Kernel::Avx2: return "avx2";
@@ -110,7 +123,7 @@ const char* kernel_name(Kernel k) {
 
 std::vector<Kernel> available_kernels() {
     std::vector<Kernel> out;
-    for (Kernel k : {Kernel::Portable, Kernel::Avx2, Kernel::AvxVnni, Kernel::Avx512Vnni})
+    for (Kernel k : {Kernel::Portable, Kernel::Avx2, Kernel::AvxVnni, Kernel::Avx512Vnni, Kernel::Amx})
         if (kernel_available(k)) out.push_back(k);
     return out;
 }
@@ -118,7 +131,8 @@ std::vector<Kernel> available_kernels() {
 PackedWeights pack_weights(const int8_t* W, int64_t O, int64_t C, int64_t kh, int64_t kw) {
     if (C <= 0 || O <= 0 || kh <= 0 || kw <= 0) throw Error("int8 convolution: a filter with a size below 1");
     const ConvShape s{C, 1, 1, O, kh, kw, 1, 0};
-    PackedWeights p{C, O, kh, kw, std::vector<int8_t>(s.Op() * kh * kw * s.Cp(), 0)};
+    PackedWeights p{C, O, kh, kw, {}};
+    p.values.assign(s.Op() * kh * kw * s.Cp(), 0);
     const int64_t groups = s.Cp() / kChannelGroup, taps = s.kh * s.kw;
     for (int64_t o = 0; o < s.O; ++o)
         for (int64_t c = 0; c < s.C; ++c)
@@ -143,6 +157,7 @@ void conv(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t 
     void (*row)(const uint8_t*, const ConvShape&, const PackedWeights&, int64_t, int32_t*) = row_portable;
     switch (resolve(kernel)) {
 #if MINNOW_X86  // elsewhere kernel_available() offers the portable row only
+        case Kernel::Amx: return rows_amx(X, s, w, oy0, oy1, acc);
         case Kernel::Avx512Vnni: row = row_avx512vnni; break;
         case Kernel::AvxVnni: row = row_avxvnni; break;
         case Kernel::Avx2: row = row_avx2; break;
@@ -279,6 +294,10 @@ bool quantize_patches(const float* x, int64_t C, int64_t H, int64_t W, int64_t k
 
 void requantize_row(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
                     const float* offset, const Residual& residual, int lo, uint8_t* out, int64_t out_stride) {
+#if MINNOW_X86
+    if (isa_active(Isa::avx512))
+        return requantize_row_avx512(acc, pixels, O, Op, multiplier, offset, residual, lo, out, out_stride);
+#endif
     per_isa::run<Requantize>(acc, pixels, O, Op, multiplier, offset, &residual, lo, out, out_stride);
 }
 

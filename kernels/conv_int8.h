@@ -40,6 +40,9 @@
 // Kernels, chosen at run time (best_kernel(): by the instruction-set level of
 // kernels/cpu.h, so MINNOW_ISA and set_isa() choose here too, and by the
 // CPU's VNNI flags):
+//   * Amx: TDPBUSD on AMX tiles, up to 16 pixels x 16 output channels x 64
+//     input channels per instruction (AMX-INT8: Intel Sapphire Rapids and
+//     later), at level amx, reading the same layouts (conv_int8_amx.cpp).
 //   * Avx512Vnni: VPDPBUSD on 512-bit vectors (AVX512-VNNI: Intel Ice Lake,
 //     Sapphire Rapids; AMD Zen 4, Zen 5), at level avx512 and above.
 //   * AvxVnni: VPDPBUSD on 256-bit vectors (AVX-VNNI: Intel Alder Lake and
@@ -52,17 +55,19 @@
 // definition above, bit for bit.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 namespace minnow::int8 {
 
-enum class Kernel { Auto, Avx512Vnni, AvxVnni, Avx2, Portable };
+enum class Kernel { Auto, Amx, Avx512Vnni, AvxVnni, Avx2, Portable };
 // The fastest kernel at the active instruction-set level (see the top).
 Kernel best_kernel();
 // Whether this machine can run kernel k.
 bool kernel_available(Kernel k);
-// "avx512_vnni", "avx_vnni", "avx2", "portable" ("auto" resolves first).
+// "amx", "avx512_vnni", "avx_vnni", "avx2", "portable" ("auto" resolves first).
 const char* kernel_name(Kernel k);
 // Every kernel this machine can run, portable first: what tests loop over.
 std::vector<Kernel> available_kernels();
@@ -92,10 +97,25 @@ struct ConvShape {
     int64_t input_bytes() const { return Hp() * Wp() * Cp(); }
 };
 
+// Storage that starts at a 64-byte boundary (a cache line): a kernel's
+// 64-byte loads of the packed weights then never straddle two lines (with
+// the 16-byte alignment of new, AMX's tile loads of them ran at half speed).
+template <class T>
+struct CacheLineAllocator {
+    using value_type = T;
+    CacheLineAllocator() = default;
+    template <class U>
+    CacheLineAllocator(const CacheLineAllocator<U>&) {}
+    T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+    bool operator==(const CacheLineAllocator&) const { return true; }
+    bool operator!=(const CacheLineAllocator&) const { return false; }
+};
+
 // The filter, packed once; the image size comes with each call.
 struct PackedWeights {
     int64_t C = 0, O = 0, kh = 0, kw = 0;
-    std::vector<int8_t> values;  // [Op/16][kh*kw][Cp/4][16][4] (see the top)
+    std::vector<int8_t, CacheLineAllocator<int8_t>> values;  // [Op/16][kh*kw][Cp/4][16][4] (see the top)
 };
 // W [O][C][kh][kw], each in [-127, 127] (an Error otherwise).
 PackedWeights pack_weights(const int8_t* W, int64_t O, int64_t C, int64_t kh, int64_t kw);

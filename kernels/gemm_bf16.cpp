@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "kernels/amx.h"
 #include "kernels/cpu.h"
 
 #if MINNOW_X86
@@ -222,26 +223,20 @@ void gemm_portable(const PackedA& A, const TiledB& B, const TiledC& C) {
 }
 
 #if MINNOW_X86
-// The AMX tile configuration (palette 1): tiles 0-7 all 16 rows of 64 bytes,
-// i.e. 16x16 floats (C) or 16x32 bfloat16 (A, and B's 16 pair-rows x 16 columns).
-struct alignas(64) TileConfig {
-    uint8_t palette = 1, start_row = 0;
-    uint8_t reserved[14] = {};
-    uint16_t bytes_per_row[16] = {};
-    uint8_t rows[16] = {};
-};
+// The AMX tile configuration (kernels/amx.h): tiles 0-7 all 16 rows of 64
+// bytes, i.e. 16x16 floats (C) or 16x32 bfloat16 (A, and B's 16 pair-rows x
+// 16 columns).
+using amx::TileConfig;
 
 constexpr TileConfig full_tiles() {
     TileConfig config;
-    for (int t = 0; t < 8; ++t) config.rows[t] = 16, config.bytes_per_row[t] = 64;
+    for (int t = 0; t < 8; ++t) config.set(t, 16, 64);
     return config;
 }
 
-// A constant in memory: _tile_loadconfig's asm tells the compiler it reads only
-// 8 bytes of the config, so the stores that fill a local one could be dropped.
 __attribute__((target("amx-tile"))) void configure_tiles() {
     static const TileConfig config = full_tiles();
-    _tile_loadconfig(&config);
+    amx::configure(config);
 }
 
 // A block of C of MT x NT tiles (each 16x16, MT, NT in {1, 2}): row blocks
@@ -328,7 +323,6 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) void gemm_amx(const PackedA
             else amx_block<1, 1>(A, B, C, m0, n);
         }
     }
-    _tile_release();  // the OS need not save 8 KB of tile state at every switch
 }
 
 // ---- AVX512-BF16 (Cooper Lake, Sapphire Rapids, Zen 4 and later)

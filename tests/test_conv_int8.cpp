@@ -91,12 +91,18 @@ TEST_CASE("int8: every kernel equals the definition, bit for bit, for every shap
     std::uniform_int_distribution<int> act(0, q8::kActivationMax), wt(-q8::kWeightMax, q8::kWeightMax);
     // Channels that are and are not multiples of 4 (a word) and 16 (a block),
     // widths that fill whole tiles (6, 4 pixels) and leave every remainder,
-    // 1x1 and 3x3, strides 1 and 2, padding 0 and 1, borders wider than the padding.
+    // 1x1 and 3x3, strides 1 and 2, padding 0 and 1, borders wider than the padding;
+    // for AMX's tiles (16 pixels x 16 channels x up to 64 bytes of channels):
+    // rows of 16, 32 and more pixels with and without a remainder, an odd
+    // number of blocks, channels in 1, 2 and 3 equal steps (28: an image's
+    // first conv as patches, 96 and 100 in steps of 48 and 100/5 = 20 bytes).
     const std::vector<q8::ConvShape> shapes = {
         {3, 8, 8, 64, 3, 3, 1, 1},    {64, 9, 13, 64, 3, 3, 1, 1}, {16, 5, 24, 16, 3, 3, 1, 1},
         {5, 7, 7, 24, 3, 3, 2, 1},    {32, 6, 11, 80, 1, 1, 2, 0}, {12, 4, 4, 256, 3, 3, 1, 1},
         {128, 4, 4, 128, 3, 3, 1, 1}, {7, 3, 1, 40, 3, 3, 1, 1},   {8, 6, 6, 17, 3, 3, 1, 0},
         {20, 5, 33, 48, 3, 3, 1, 1},
+        {28, 3, 37, 64, 1, 1, 1, 0},  {64, 4, 16, 48, 3, 3, 1, 1}, {96, 3, 32, 32, 3, 3, 1, 1},
+        {100, 3, 18, 16, 3, 3, 1, 1}, {64, 5, 35, 32, 3, 3, 2, 1},
         // a buffer with a wider border than the conv's padding (a ResNet block's 1x1 shortcut)
         {16, 8, 8, 32, 1, 1, 2, 0, 1},  {16, 7, 9, 16, 3, 3, 1, 1, 2},
     };
