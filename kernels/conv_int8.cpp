@@ -19,7 +19,7 @@
 namespace minnow::int8 {
 
 // One output row at each instruction set: conv_int8_{avx512vnni,avxvnni,avx2}.cpp;
-// AMX's rows, which load their tile configuration once per call: conv_int8_amx.cpp.
+// AMX's, which takes a range of rows: conv_int8_amx.cpp.
 // requantize_row at level avx512: conv_int8_avx512vnni.cpp.
 void requantize_row_avx512(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
                            const float* offset, const Residual& residual, int lo, uint8_t* out, int64_t out_stride);
@@ -31,8 +31,9 @@ void row_avx2(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int6
 namespace {
 
 // AVX512-VNNI is bit 11 of ECX in CPUID leaf 7, subleaf 0; AVX-VNNI bit 4 of
-// EAX in leaf 7, subleaf 1; AMX-INT8 bit 25 of EDX in leaf 7, subleaf 0. Asked of CPUID itself (not every compiler knows
-// "avxvnni" for __builtin_cpu_supports), once: in a virtual machine every
+// EAX in leaf 7, subleaf 1; AMX-INT8 bit 25 of EDX in leaf 7, subleaf 0.
+// Asked of CPUID itself (not every compiler knows "avxvnni" for
+// __builtin_cpu_supports), once: in a virtual machine every
 // CPUID is a trip to the hypervisor (asked per row, it took 30% of the time).
 // That the OS saves the vector registers is part of levels avx2 and avx512,
 // and that Linux lets this process use the AMX tiles part of level amx

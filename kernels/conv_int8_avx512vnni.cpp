@@ -66,7 +66,9 @@ __attribute__((target("avx512f,avx512bw"))) void requantize_row_avx512(const int
                 v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(lanes, _mm512_maskz_cvtepu8_epi32(lanes, r)),
                                     residual_multiplier, v);
             }
-            const __m512i c = _mm512_max_epi32(_mm512_cvtps_epi32(_mm512_min_ps(high, v)), low);
+            // (the maskz forms: the plain ones start from _mm512_undefined, which g++ 12 warns of)
+            const __m512i c =
+                _mm512_maskz_max_epi32(lanes, _mm512_maskz_cvtps_epi32(lanes, _mm512_maskz_min_ps(lanes, high, v)), low);
             _mm512_mask_cvtusepi32_storeu_epi8(out + p * out_stride + o, lanes, c);
         }
 }
