@@ -1,6 +1,7 @@
 // minnow/kernels/amx.h (internal): the tile configuration of Intel AMX, which
 // the bf16 GEMM (gemm_bf16.cpp) and the int8 convolution (conv_int8_amx.cpp)
-// load before their tile instructions.
+// load before their tile instructions. x86-64 only: include it under
+// MINNOW_X86 (kernels/cpu.h).
 //
 // AMX has 8 tile registers, each up to 16 rows of up to 64 bytes. LDTILECFG
 // reads a 64-byte block that gives each tile its rows and bytes per row

@@ -7,11 +7,12 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "kernels/amx.h"
 #include "kernels/cpu.h"
 
 #if MINNOW_X86
 #include <immintrin.h>
+
+#include "kernels/amx.h"
 #endif
 
 namespace minnow::bf16 {
