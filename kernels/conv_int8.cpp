@@ -24,6 +24,8 @@ namespace minnow::int8 {
 void requantize_row_avx512(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
                            const float* offset, const Residual& residual, int lo, uint8_t* out, int64_t out_stride);
 void rows_amx(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy0, int64_t oy1, int32_t* acc);
+void rows_amx_requantize(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy0, int64_t oy1,
+                         const Requantization& r);
 void row_avx512vnni(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy, int32_t* acc);
 void row_avxvnni(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy, int32_t* acc);
 void row_avx2(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy, int32_t* acc);
@@ -146,8 +148,9 @@ PackedWeights pack_weights(const int8_t* W, int64_t O, int64_t C, int64_t kh, in
     return p;
 }
 
-void conv(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy0, int64_t oy1, int32_t* acc,
-          Kernel kernel) {
+namespace {
+
+void check_shape(const ConvShape& s, const PackedWeights& w) {
     if (s.C != w.C || s.O != w.O || s.kh != w.kh || s.kw != w.kw)
         throw Error("int8 convolution: the shape does not match the packed filter");
     if (s.H <= 0 || s.W <= 0 || s.stride <= 0 || s.pad < 0 || s.edge() < s.pad || s.H + 2 * s.pad < s.kh ||
@@ -155,6 +158,13 @@ void conv(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t 
         throw Error("int8 convolution: the padded input " + std::to_string(s.H + 2 * s.pad) + "x" +
                     std::to_string(s.W + 2 * s.pad) + " is empty or smaller than the kernel " + std::to_string(s.kh) +
                     "x" + std::to_string(s.kw) + " (or the buffer's border is narrower than the padding)");
+}
+
+}  // namespace
+
+void conv(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy0, int64_t oy1, int32_t* acc,
+          Kernel kernel) {
+    check_shape(s, w);
     void (*row)(const uint8_t*, const ConvShape&, const PackedWeights&, int64_t, int32_t*) = row_portable;
     switch (resolve(kernel)) {
 #if MINNOW_X86  // elsewhere kernel_available() offers the portable row only
@@ -167,6 +177,26 @@ void conv(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t 
     }
     const int64_t row_size = s.Wo() * s.Op();
     for (int64_t oy = oy0; oy < oy1; ++oy) row(X, s, w, oy, acc + (oy - oy0) * row_size);
+}
+
+void conv_requantize(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy0, int64_t oy1,
+                     const Requantization& r, Kernel kernel) {
+    kernel = resolve(kernel);
+#if MINNOW_X86
+    if (kernel == Kernel::Amx) {
+        check_shape(s, w);
+        return rows_amx_requantize(X, s, w, oy0, oy1, r);
+    }
+#endif
+    thread_local AlignedVector<int32_t> acc_buffer;
+    int32_t* acc = scratch(acc_buffer, s.Wo() * s.Op());
+    for (int64_t oy = oy0; oy < oy1; ++oy) {
+        conv(X, s, w, oy, oy + 1, acc, kernel);
+        Residual residual = r.residual;
+        if (residual.bytes) residual.bytes += (oy - oy0) * r.residual_row_stride;
+        requantize_row(acc, s.Wo(), s.O, s.Op(), r.multiplier, r.offset, residual, r.lo,
+                       r.out + (oy - oy0) * r.out_row_stride, r.out_stride);
+    }
 }
 
 // ---------------------------------------------------------------- around the convolution

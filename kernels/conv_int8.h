@@ -57,8 +57,9 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <new>
 #include <vector>
+
+#include "kernels/aligned.h"
 
 namespace minnow::int8 {
 
@@ -97,25 +98,10 @@ struct ConvShape {
     int64_t input_bytes() const { return Hp() * Wp() * Cp(); }
 };
 
-// Storage that starts at a 64-byte boundary (a cache line): a kernel's
-// 64-byte loads of the packed weights then never straddle two lines (with
-// the 16-byte alignment of new, AMX's tile loads of them ran at half speed).
-template <class T>
-struct CacheLineAllocator {
-    using value_type = T;
-    CacheLineAllocator() = default;
-    template <class U>
-    CacheLineAllocator(const CacheLineAllocator<U>&) {}
-    T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
-    void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
-    bool operator==(const CacheLineAllocator&) const { return true; }
-    bool operator!=(const CacheLineAllocator&) const { return false; }
-};
-
 // The filter, packed once; the image size comes with each call.
 struct PackedWeights {
     int64_t C = 0, O = 0, kh = 0, kw = 0;
-    std::vector<int8_t, CacheLineAllocator<int8_t>> values;  // [Op/16][kh*kw][Cp/4][16][4] (see the top)
+    AlignedVector<int8_t> values;  // [Op/16][kh*kw][Cp/4][16][4] (see the top)
 };
 // W [O][C][kh][kw], each in [-127, 127] (an Error otherwise).
 PackedWeights pack_weights(const int8_t* W, int64_t O, int64_t C, int64_t kh, int64_t kw);
@@ -164,6 +150,24 @@ bool quantize_patches(const float* x, int64_t C, int64_t H, int64_t W, int64_t k
 // written to out[p * out_stride + o] (a ReLU is lo = the zero point; see docs/int8.md).
 void requantize_row(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
                     const float* offset, const Residual& residual, int lo, uint8_t* out, int64_t out_stride);
+// conv's rows [oy0, oy1), each through requantize_row, in one call: row oy's
+// bytes go to out + (oy - oy0) * out_row_stride (pixel p at p * out_stride),
+// its residual (if any) is read from residual.bytes + (oy - oy0) *
+// residual_row_stride. The same bits as conv, then requantize_row, row by
+// row, which is what every kernel but AMX does. AMX requantizes each tile of
+// 16 pixels x 16 channels while its sums are in L1 (conv_int8_amx.cpp), so
+// the int32 sums of a row never go to memory.
+struct Requantization {
+    const float* multiplier = nullptr;
+    const float* offset = nullptr;
+    Residual residual;
+    int64_t residual_row_stride = 0;
+    int lo = 0;
+    uint8_t* out = nullptr;
+    int64_t out_stride = 0, out_row_stride = 0;
+};
+void conv_requantize(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy0, int64_t oy1,
+                     const Requantization& r, Kernel kernel = Kernel::Auto);
 // The same to float: y = v, then max(y, 0) if relu; out[p * out_stride + o].
 void dequantize_row(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op, const float* multiplier,
                     const float* offset, const Residual& residual, bool relu, float* out, int64_t out_stride);

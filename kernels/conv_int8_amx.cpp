@@ -32,8 +32,9 @@
 
 #include "kernels/amx.h"
 #include "kernels/conv_int8.h"
+#include "kernels/conv_int8_requantize.h"
 
-#define MINNOW_AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f")))
+#define MINNOW_AMX_TARGET __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl")))
 
 namespace minnow::int8 {
 
@@ -52,16 +53,22 @@ Geometry geometry(const ConvShape& s) {
     return {std::min<int64_t>(16, s.Wo()), s.Cp() / chunks, chunks};
 }
 
+// Where a step stores its C tiles: tile 2i + j (pixel tile i, block j) at
+// c[2i + j], rows (pixels) c_stride bytes apart.
+struct Sums {
+    int32_t* c[4];
+    int64_t c_stride;
+};
+
 // The tile instructions name their tiles by immediates: one function per
 // number of pixel tiles (MT) and of blocks (NT), each 1 or 2. x0, x1: the
-// first pixel of each pixel tile; w: the packed weights of the first block;
-// acc: the output row [Wo][Op] at channel 16 * (first block).
+// first pixel of each pixel tile; w: the packed weights of the first block.
 template <int MT, int NT>
 MINNOW_AMX_TARGET void step_tiles(const uint8_t* X, const ConvShape& s, const Geometry& g, const int8_t* w,
-                                  int64_t oy, int64_t x0, int64_t x1, int32_t* acc) {
+                                  int64_t oy, int64_t x0, int64_t x1, const Sums& out) {
     const int64_t Cp = s.Cp(), groups = Cp / kChannelGroup, Wp = s.Wp(), org = s.origin();
     const int64_t block_stride = s.kh * s.kw * groups * kChannelGroup * kOutputBlock;  // bytes per packed block
-    const int64_t a_stride = s.stride * Cp, c_stride = s.Op() * 4;
+    const int64_t a_stride = s.stride * Cp;
     _tile_zero(0);
     if constexpr (NT == 2) _tile_zero(1);
     if constexpr (MT == 2) _tile_zero(2);
@@ -85,46 +92,90 @@ MINNOW_AMX_TARGET void step_tiles(const uint8_t* X, const ConvShape& s, const Ge
                 if constexpr (MT == 2 && NT == 2) _tile_dpbusd(3, 5, 7);
             }
         }
-    const int64_t Op = s.Op();
-    _tile_stored(0, acc + x0 * Op, c_stride);
-    if constexpr (NT == 2) _tile_stored(1, acc + x0 * Op + kOutputBlock, c_stride);
-    if constexpr (MT == 2) _tile_stored(2, acc + x1 * Op, c_stride);
-    if constexpr (MT == 2 && NT == 2) _tile_stored(3, acc + x1 * Op + kOutputBlock, c_stride);
+    _tile_stored(0, out.c[0], out.c_stride);
+    if constexpr (NT == 2) _tile_stored(1, out.c[1], out.c_stride);
+    if constexpr (MT == 2) _tile_stored(2, out.c[2], out.c_stride);
+    if constexpr (MT == 2 && NT == 2) _tile_stored(3, out.c[3], out.c_stride);
 }
 
-}  // namespace
-
-// Output rows [oy0, oy1): acc [oy1-oy0][Wo][Op]. Pairs of blocks outside,
-// pairs of pixel tiles inside: a pair of blocks' weights at every tap (2 KB
-// per tap and 64 channels) stay in L1 across the row.
-MINNOW_AMX_TARGET void rows_amx(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy0,
-                                int64_t oy1, int32_t* acc) {
+// Every step of output rows [oy0, oy1): pairs of blocks outside, pairs of
+// pixel tiles inside, so that a pair of blocks' weights at every tap (2 KB
+// per tap and 64 channels) stay in L1 across the row. sums(oy, b, x0, x1)
+// says where the step of blocks b, b+1 and pixel tiles from x0, x1 stores
+// its C tiles; done(oy, b, x0, x1, mt, nt) is called after it, with its
+// numbers of pixel tiles and blocks.
+template <class Where, class Done>
+MINNOW_AMX_TARGET void for_each_step(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy0,
+                                     int64_t oy1, Where sums, Done done) {
     const Geometry g = geometry(s);
     amx::TileConfig config;
     for (int t = 0; t < 4; ++t) config.set(t, static_cast<int>(g.M), 64);          // C: M x 16 int32
     for (int t = 4; t < 6; ++t) config.set(t, static_cast<int>(g.M), static_cast<int>(g.kc));  // A: M x kc bytes
     for (int t = 6; t < 8; ++t) config.set(t, static_cast<int>(g.kc / 4), 64);     // B: kc/4 x 64 bytes
     amx::configure(config);
-    const int64_t blocks = s.Op() / kOutputBlock, Wo = s.Wo(), Op = s.Op();
+    const int64_t blocks = s.Op() / kOutputBlock, Wo = s.Wo();
     const int64_t block_stride = s.kh * s.kw * s.Cp() * kOutputBlock;
     const int64_t pixel_tiles = (Wo + g.M - 1) / g.M;
     auto start = [&](int64_t t) { return std::min(t * g.M, Wo - g.M); };
-    for (int64_t oy = oy0; oy < oy1; ++oy) {
-        int32_t* out = acc + (oy - oy0) * Wo * Op;
+    for (int64_t oy = oy0; oy < oy1; ++oy)
         for (int64_t b = 0; b < blocks; b += 2) {
             const int8_t* wb = w.values.data() + b * block_stride;
-            int32_t* ob = out + b * kOutputBlock;
             const bool two_blocks = b + 2 <= blocks;
             for (int64_t t = 0; t < pixel_tiles; t += 2) {
                 const int64_t x0 = start(t), x1 = start(t + 1);
                 const bool two_tiles = t + 2 <= pixel_tiles;
-                if (two_tiles && two_blocks) step_tiles<2, 2>(X, s, g, wb, oy, x0, x1, ob);
-                else if (two_tiles) step_tiles<2, 1>(X, s, g, wb, oy, x0, x1, ob);
-                else if (two_blocks) step_tiles<1, 2>(X, s, g, wb, oy, x0, x1, ob);
-                else step_tiles<1, 1>(X, s, g, wb, oy, x0, x1, ob);
+                const Sums out = sums(oy, b, x0, x1);
+                if (two_tiles && two_blocks) step_tiles<2, 2>(X, s, g, wb, oy, x0, x1, out);
+                else if (two_tiles) step_tiles<2, 1>(X, s, g, wb, oy, x0, x1, out);
+                else if (two_blocks) step_tiles<1, 2>(X, s, g, wb, oy, x0, x1, out);
+                else step_tiles<1, 1>(X, s, g, wb, oy, x0, x1, out);
+                done(oy, b, x0, x1, two_tiles ? 2 : 1, two_blocks ? 2 : 1, g.M);
             }
         }
-    }
+}
+
+}  // namespace
+
+// Output rows [oy0, oy1): acc [oy1-oy0][Wo][Op], the C tiles stored straight into it.
+MINNOW_AMX_TARGET void rows_amx(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy0,
+                                int64_t oy1, int32_t* acc) {
+    const int64_t Op = s.Op(), row = s.Wo() * Op;
+    auto sums = [&](int64_t oy, int64_t b, int64_t x0, int64_t x1) {
+        int32_t* r = acc + (oy - oy0) * row + b * kOutputBlock;
+        return Sums{{r + x0 * Op, r + x0 * Op + kOutputBlock, r + x1 * Op, r + x1 * Op + kOutputBlock}, Op * 4};
+    };
+    for_each_step(X, s, w, oy0, oy1, sums, [](int64_t, int64_t, int64_t, int64_t, int, int, int64_t) {});
+}
+
+// conv_requantize (conv_int8.h): each step's C tiles go to 4 KB on the
+// stack, still in L1 when requantize16 turns them into bytes.
+MINNOW_AMX_TARGET void rows_amx_requantize(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy0,
+                                           int64_t oy1, const Requantization& r) {
+    alignas(64) int32_t tiles[4][16 * 16];
+    auto sums = [&](int64_t, int64_t, int64_t, int64_t) {
+        return Sums{{tiles[0], tiles[1], tiles[2], tiles[3]}, 64};
+    };
+    auto requantize = [&](int64_t oy, int64_t b, int64_t x0, int64_t x1, int mt, int nt, int64_t M) {
+        uint8_t* out = r.out + (oy - oy0) * r.out_row_stride;
+        const uint8_t* residual = r.residual.bytes ? r.residual.bytes + (oy - oy0) * r.residual_row_stride : nullptr;
+        for (int i = 0; i < mt; ++i)
+            for (int j = 0; j < nt; ++j) {
+                const int64_t x = i ? x1 : x0, o = (b + j) * kOutputBlock;
+                const Requantize16 k = requantize16_constants(r.multiplier + o, r.offset + o, r.residual.multiplier,
+                                                              r.lo, lanes_from(o, s.O));
+                const int32_t* tile = tiles[2 * i + j];
+                uint8_t* to = out + x * r.out_stride + o;
+                const int64_t out_stride = r.out_stride;
+                if (residual) {
+                    const uint8_t* from = residual + x * r.residual.stride + o;
+                    for (int64_t m = 0; m < M; ++m)
+                        requantize16(tile + m * 16, from + m * r.residual.stride, k, to + m * out_stride);
+                } else {
+                    for (int64_t m = 0; m < M; ++m) requantize16(tile + m * 16, nullptr, k, to + m * out_stride);
+                }
+            }
+    };
+    for_each_step(X, s, w, oy0, oy1, sums, requantize);
 }
 
 }  // namespace minnow::int8

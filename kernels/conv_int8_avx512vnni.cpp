@@ -10,6 +10,7 @@
 
 #define MINNOW_TILE_TARGET __attribute__((target("avx512f,avx512bw,avx512vnni")))
 #include "kernels/conv_int8_tiles.h"
+#include "kernels/conv_int8_requantize.h"
 
 namespace minnow::int8 {
 
@@ -37,40 +38,21 @@ void row_avx512vnni(const uint8_t* X, const ConvShape& s, const PackedWeights& w
 }
 
 // requantize_row (conv_int8.h) in 16-channel vectors, for level avx512 (no
-// VNNI needed). The compiler's own vectorisation of the plain loop spent
-// most of its time on mask bookkeeping for the bytes it stores: 0.33 ns per
-// value, as long as the AMX convolution that produced them took (Intel
-// Xeon, family 6 model 167). The same bits as the plain loop,
-// clamp(nearbyint(v), lo, 127) with NaN to lo:
-//   * the FMAs are the same single roundings (std::fma);
-//   * c = VCVTPS2DQ(MINPS(127, v)) rounds in the current rounding mode, as
-//     nearbyint does, after the upper clamp (the same result for a clamp to
-//     a whole number); MINPS gives its second operand v when v is NaN, and
-//     VCVTPS2DQ turns a NaN (or a v below -2^31) into -2^31;
-//   * max(c, lo) in int32 then gives lo for those, as the loop does; c is
-//     in [lo, 127], so VPMOVUSDB (bytes, unsigned saturation) keeps it.
-__attribute__((target("avx512f,avx512bw"))) void requantize_row_avx512(const int32_t* acc, int64_t pixels,
-                                                                       int64_t O, int64_t Op, const float* multiplier,
-                                                                       const float* offset, const Residual& residual,
-                                                                       int lo, uint8_t* out, int64_t out_stride) {
-    const __m512i low = _mm512_set1_epi32(lo);
-    const __m512 high = _mm512_set1_ps(float(kActivationMax)), residual_multiplier = _mm512_set1_ps(residual.multiplier);
-    for (int64_t p = 0; p < pixels; ++p)
-        for (int64_t o = 0; o < O; o += 16) {
-            const __mmask16 lanes = O - o >= 16 ? __mmask16(0xffff) : static_cast<__mmask16>((1u << (O - o)) - 1);
-            const __m512 a = _mm512_maskz_cvtepi32_ps(lanes, _mm512_maskz_loadu_epi32(lanes, acc + p * Op + o));
-            __m512 v = _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(lanes, multiplier + o),
-                                       _mm512_maskz_loadu_ps(lanes, offset + o));
-            if (residual.bytes) {
-                const __m128i r = _mm_maskz_loadu_epi8(lanes, residual.bytes + p * residual.stride + o);
-                v = _mm512_fmadd_ps(_mm512_maskz_cvtepi32_ps(lanes, _mm512_maskz_cvtepu8_epi32(lanes, r)),
-                                    residual_multiplier, v);
-            }
-            // (the maskz forms: the plain ones start from _mm512_undefined, which g++ 12 warns of)
-            const __m512i c =
-                _mm512_maskz_max_epi32(lanes, _mm512_maskz_cvtps_epi32(lanes, _mm512_maskz_min_ps(lanes, high, v)), low);
-            _mm512_mask_cvtusepi32_storeu_epi8(out + p * out_stride + o, lanes, c);
-        }
+// VNNI needed; the arithmetic and why it gives the plain loop's bits:
+// conv_int8_requantize.h). The compiler's own vectorisation of the plain
+// loop spent most of its time on mask bookkeeping for the bytes it stores:
+// 0.33 ns per value, as long as the AMX convolution that produced them took
+// (Intel Xeon, family 6 model 167).
+MINNOW_REQUANTIZE_TARGET void requantize_row_avx512(const int32_t* acc, int64_t pixels, int64_t O, int64_t Op,
+                                                    const float* multiplier, const float* offset,
+                                                    const Residual& residual, int lo, uint8_t* out,
+                                                    int64_t out_stride) {
+    for (int64_t o = 0; o < O; o += 16) {
+        const Requantize16 k = requantize16_constants(multiplier + o, offset + o, residual.multiplier, lo, lanes_from(o, O));
+        for (int64_t p = 0; p < pixels; ++p)
+            requantize16(acc + p * Op + o, residual.bytes ? residual.bytes + p * residual.stride + o : nullptr, k,
+                         out + p * out_stride + o);
+    }
 }
 
 }  // namespace minnow::int8

@@ -54,11 +54,11 @@
 
 #include "core/autograd.h"
 #include "core/parallel.h"
+#include "kernels/aligned.h"
 #include "layers/activation.h"
 #include "layers/eval_pooling.h"
 #include "layers/flatten.h"
 #include "layers/model_surgery.h"
-#include "layers/scratch.h"
 
 namespace minnow {
 
@@ -254,7 +254,7 @@ Tensor Bf16Conv2d::forward(const Tensor& x) {
         if (g.N >= threads) {  // whole images per thread, each packing its own xp
 #pragma omp parallel for schedule(static) num_threads(threads) if (g.N > 1)
             for (int64_t n = 0; n < g.N; ++n) {
-                thread_local std::vector<bf16::bf16_t> xp_buffer;
+                thread_local AlignedVector<bf16::bf16_t> xp_buffer;
                 bf16::bf16_t* xp = scratch(xp_buffer, d.elements());
                 pack_input(X + n * CHW, g, d, 0, d.Hp, xp, kernel_);
                 direct_rows(packed_weight_, xp, g, d, 0, g.Ho, Y + n * g.O * P, fused_relu, kernel_);
@@ -262,7 +262,7 @@ Tensor Bf16Conv2d::forward(const Tensor& x) {
             return y;
         }
         // Fewer images than threads: all threads pack an image, then share its rows.
-        thread_local std::vector<bf16::bf16_t> shared_buffer;
+        thread_local AlignedVector<bf16::bf16_t> shared_buffer;
         bf16::bf16_t* xp = scratch(shared_buffer, d.elements());
         const int64_t rows = (g.Ho + threads - 1) / threads;
         for (int64_t n = 0; n < g.N; ++n) {
@@ -290,8 +290,8 @@ Tensor Bf16Conv2d::forward(const Tensor& x) {
     const int64_t units = g.N * bands;
 #pragma omp parallel for schedule(static) num_threads(threads) if (units > 1)
     for (int64_t u = 0; u < units; ++u) {
-        thread_local std::vector<float> row_buffer;
-        thread_local std::vector<bf16::bf16_t> packed_buffer;
+        thread_local AlignedVector<float> row_buffer;
+        thread_local AlignedVector<bf16::bf16_t> packed_buffer;
         const int64_t n = u / bands, oh0 = (u % bands) * rows, oh1 = std::min(g.Ho, oh0 + rows);
         const int64_t cols = (oh1 - oh0) * g.Wo;
         bf16::bf16_t* packed = scratch(packed_buffer, bf16::packed_b_size(K, cols));

@@ -13,13 +13,13 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/parallel.h"
+#include "kernels/aligned.h"
 #include "layers/activation.h"
 #include "layers/conv2d.h"
 #include "layers/flatten.h"
 #include "layers/linear.h"
 #include "layers/models.h"
 #include "layers/pooling.h"
-#include "layers/scratch.h"
 
 namespace minnow {
 
@@ -349,8 +349,8 @@ void quantize_weights(const float* W, int64_t O, int64_t K, std::vector<int8_t>&
     }
 }
 
-thread_local std::vector<uint8_t> t_bytes;
-thread_local std::vector<int32_t> t_acc;
+thread_local AlignedVector<uint8_t> t_bytes;
+thread_local AlignedVector<int32_t> t_acc;
 
 }  // namespace
 
@@ -491,8 +491,8 @@ void Int8Model::run_image(const float* x, int64_t H, int64_t W, float* logits,
     };
     int64_t bytes = 0;
     for (size_t a = 0; a < n; ++a) offset[a] = bytes, bytes += bytes_of(a);
-    thread_local std::vector<uint8_t> inputs_buffer;
-    thread_local std::vector<float> features_buffer;
+    thread_local AlignedVector<uint8_t> inputs_buffer;
+    thread_local AlignedVector<float> features_buffer;
     uint8_t* buffers = scratch(inputs_buffer, bytes);
     float* features = scratch(features_buffer, fh * fw * classifier_.in);
     // Pixel (y, x) of activation a (inside its border).
@@ -547,15 +547,13 @@ void Int8Model::run_image(const float* x, int64_t H, int64_t W, float* logits,
                 q8::dequantize_row(acc, Wo, O, Op, c.multiplier.data(), c.offset.data(), residual(u), c.relu,
                                    features + u * Wo * O, O);
             } else if (!c.pool) {
-                int32_t* acc = scratch(t_acc, row);
-                q8::conv(in, s, c.weights, u, u + 1, acc, kernel_);
-                q8::requantize_row(acc, Wo, O, Op, c.multiplier.data(), c.offset.data(), residual(u), lo,
-                                   at(c.output, u, 0), out_stride);
+                q8::Requantization r{c.multiplier.data(), c.offset.data(), residual(u), 0, lo, at(c.output, u, 0),
+                                     out_stride, 0};
+                q8::conv_requantize(in, s, c.weights, u, u + 1, r, kernel_);
             } else {  // rows 2u and 2u+1, requantized into two rows of bytes, then pooled 2x2
-                int32_t* acc = scratch(t_acc, 2 * row);
                 uint8_t* q = scratch(t_bytes, 2 * Wo * O);
-                q8::conv(in, s, c.weights, 2 * u, 2 * u + 2, acc, kernel_);
-                q8::requantize_row(acc, 2 * Wo, O, Op, c.multiplier.data(), c.offset.data(), {}, lo, q, O);
+                q8::Requantization r{c.multiplier.data(), c.offset.data(), {}, 0, lo, q, O, Wo * O};
+                q8::conv_requantize(in, s, c.weights, 2 * u, 2 * u + 2, r, kernel_);
                 for (int64_t px = 0; px < Wo / 2; ++px) {
                     const uint8_t *a = q + 2 * px * O, *b = a + O, *d = a + Wo * O, *e = d + O;
                     uint8_t* out = at(c.output, u, px);

@@ -1,7 +1,8 @@
 // The int8 convolution (kernels/conv_int8.h): every kernel this machine has
 // against the definition, bit for bit, over the shape classes the tiles
 // split a row into; the extreme values that would saturate VPMADDUBSW with
-// 8-bit activations; and the loops around the convolution.
+// 8-bit activations; the loops around the convolution; and the convolution
+// with its requantization in one call.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -84,6 +85,44 @@ void check_all_kernels(const std::vector<uint8_t>& x, const std::vector<int8_t>&
     }
 }
 
+// Every kernel's conv_requantize of rows [1, Ho) against conv, then
+// requantize_row row by row (the portable kernel), with and without a
+// residual; the bytes between pixels and rows that it must not write stay put.
+void check_conv_requantize(const std::vector<uint8_t>& X, const std::vector<int8_t>& w, const q8::ConvShape& s,
+                           std::mt19937& rng) {
+    if (s.Ho() < 2) return;
+    const auto packed = q8::pack_weights(w.data(), s.O, s.C, s.kh, s.kw);
+    const int64_t rows = s.Ho() - 1, Wo = s.Wo(), stride = s.O + 3, row_stride = Wo * stride + 5;
+    std::vector<float> m(s.O), b(s.O);
+    std::uniform_real_distribution<float> scale(0.0005f, 0.004f), shift(-20.f, 60.f);
+    for (int64_t o = 0; o < s.O; ++o) m[o] = scale(rng), b[o] = shift(rng);
+    std::vector<uint8_t> residual(rows * row_stride);
+    for (auto& v : residual) v = static_cast<uint8_t>(rng() % 128);
+    std::vector<int32_t> acc(Wo * s.Op());
+    for (bool with_residual : {false, true}) {
+        const q8::Residual res = with_residual ? q8::Residual{residual.data(), stride, 0.37f} : q8::Residual{};
+        std::vector<uint8_t> want(rows * row_stride, 200);
+        for (int64_t y = 0; y < rows; ++y) {
+            q8::conv(X.data(), s, packed, y + 1, y + 2, acc.data(), q8::Kernel::Portable);
+            q8::Residual r = res;
+            if (r.bytes) r.bytes += y * row_stride;
+            q8::requantize_row(acc.data(), Wo, s.O, s.Op(), m.data(), b.data(), r, 5, want.data() + y * row_stride,
+                               stride);
+        }
+        for (q8::Kernel k : q8::available_kernels()) {
+            CAPTURE(q8::kernel_name(k));
+            CAPTURE(describe(s));
+            CAPTURE(with_residual);
+            std::vector<uint8_t> got(rows * row_stride, 200);
+            q8::conv_requantize(X.data(), s, packed, 1, s.Ho(),
+                                {m.data(), b.data(), res, row_stride, 5, got.data(), stride, row_stride}, k);
+            int64_t wrong = 0;
+            for (size_t i = 0; i < got.size(); ++i) wrong += got[i] != want[i];
+            CHECK(wrong == 0);
+        }
+    }
+}
+
 }  // namespace
 
 TEST_CASE("int8: every kernel equals the definition, bit for bit, for every shape class") {
@@ -111,7 +150,9 @@ TEST_CASE("int8: every kernel equals the definition, bit for bit, for every shap
         std::vector<int8_t> w(s.O * s.C * s.kh * s.kw);
         for (auto& v : x) v = static_cast<uint8_t>(act(rng));
         for (auto& v : w) v = static_cast<int8_t>(wt(rng));
-        check_all_kernels(x, w, s, static_cast<uint8_t>(act(rng)));
+        const auto border = static_cast<uint8_t>(act(rng));
+        check_all_kernels(x, w, s, border);
+        check_conv_requantize(padded(x, s, border), w, s, rng);
     }
 }
 
