@@ -287,26 +287,30 @@ bool quantize_image(const float* x, int64_t C, int64_t H, int64_t W, float inv_s
 }
 
 bool quantize_patches(const float* x, int64_t C, int64_t H, int64_t W, int64_t k, float inv_scale, int zero,
-                      uint8_t* out) {
-    // The bytes of each channel in a plane with a border of `zero`, then each
-    // patch as C*k runs of k bytes from the planes. A run of 3 is copied as 4
-    // bytes when the patch has a spare padding entry: the 4th lands where the
-    // next run (or the padding entry, whose weights are 0) is written.
+                      uint8_t* out, int64_t h0, int64_t h1) {
+    // The bytes of each channel's rows [h0 - pad, h1 + pad) in a plane with a
+    // border of `zero`, then each patch as C*k runs of k bytes from the planes.
+    // A run of 3 is copied as 4 bytes when the patch has a spare padding
+    // entry: the 4th lands where the next run (or the padding entry, whose
+    // weights are 0) is written.
+    if (h1 < 0) h1 = H;
     const int64_t pad = (k - 1) / 2, Hp = H + 2 * pad, Wp = W + 2 * pad, P4 = round_up(C * k * k, kChannelGroup);
-    thread_local std::vector<uint8_t> planes_buffer;
-    planes_buffer.assign(C * Hp * Wp + kChannelGroup, static_cast<uint8_t>(zero));
-    uint8_t* planes = planes_buffer.data();
+    thread_local AlignedVector<uint8_t> planes_buffer;
+    uint8_t* planes = scratch(planes_buffer, C * Hp * Wp + kChannelGroup);
     bool finite = true;
-    for (int64_t c = 0; c < C; ++c)
-        for (int64_t h = 0; h < H; ++h) {
+    for (int64_t c = 0; c < C; ++c) {  // padded rows [h0, h1 + 2 pad) of channel c
+        uint8_t* plane = planes + c * Hp * Wp;
+        std::fill(plane + h0 * Wp, plane + (h1 + 2 * pad) * Wp, static_cast<uint8_t>(zero));
+        for (int64_t h = std::max<int64_t>(0, h0 - pad); h < std::min(H, h1 + pad); ++h) {
             bool row_finite = true;
-            per_isa::run<QuantizeRow>(x + (c * H + h) * W, W, inv_scale, zero, planes + (c * Hp + h + pad) * Wp + pad,
+            per_isa::run<QuantizeRow>(x + (c * H + h) * W, W, inv_scale, zero, plane + (h + pad) * Wp + pad,
                                       &row_finite);
             finite = finite && row_finite;
         }
+    }
     if (!finite) return false;
     const bool word_copies = k == 3 && C * k * k < P4;
-    for (int64_t h = 0; h < H; ++h) {
+    for (int64_t h = h0; h < h1; ++h) {
         uint8_t* row = out + h * W * P4;
         for (int64_t c = 0; c < C; ++c)
             for (int64_t i = 0; i < k; ++i) {  // in this order: a word's 4th byte is overwritten by the next run

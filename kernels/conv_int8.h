@@ -140,9 +140,11 @@ struct Residual {
 // of x[c][h+i-p][w+j-p] (`zero` outside the image; the padding entries hold
 // anything: their weights are 0). An image's first conv (3 channels) then runs as a 1x1 conv over
 // C*k*k = 27 channels: one tap of 7 words instead of 9 taps of one word, each
-// with a channel of 4 wasted. Returns false for a NaN or an infinity.
+// with a channel of 4 wasted. Returns false for a NaN or an infinity (among
+// the rows it reads). Writes the output rows [h0, h1) only (h1 = -1: H), so
+// that callers can split an image's rows between threads.
 bool quantize_patches(const float* x, int64_t C, int64_t H, int64_t W, int64_t k, float inv_scale, int zero,
-                      uint8_t* out);
+                      uint8_t* out, int64_t h0 = 0, int64_t h1 = -1);
 
 // One output row back to 8 bits, for the next layer: for pixel p and channel o < O,
 //     v = fma(float(acc[p][o]), multiplier[o], offset[o])   (+ the residual, by one more fma)

@@ -503,10 +503,18 @@ void Int8Model::run_image(const float* x, int64_t H, int64_t W, float* logits,
 
     const Activation& image = activations_[0];
     const Conv& first = convs_.front();
-    const bool finite =
-        first.patch_kernel
-            ? q8::quantize_patches(x, image_channels(), H, W, first.patch_kernel, 1.f / image.scale, image.zero, buffers)
-            : q8::quantize_image(x, image.channels, H, W, 1.f / image.scale, image.zero, image.border, buffers);
+    bool finite = true;
+    if (first.patch_kernel) {  // in bands of rows, shared by the threads with rows_in_parallel
+        constexpr int64_t band = 8;
+        const int64_t bands = (H + band - 1) / band;
+#pragma omp parallel for schedule(static) reduction(&& : finite) if (rows_in_parallel && bands > 1)
+        for (int64_t r = 0; r < bands; ++r)
+            finite = q8::quantize_patches(x, image_channels(), H, W, first.patch_kernel, 1.f / image.scale, image.zero,
+                                          buffers, r * band, std::min(H, (r + 1) * band)) &&
+                     finite;
+    } else {
+        finite = q8::quantize_image(x, image.channels, H, W, 1.f / image.scale, image.zero, image.border, buffers);
+    }
     if (!finite) {
         std::fill(logits, logits + classifier_.out, std::numeric_limits<float>::quiet_NaN());
         return;
