@@ -294,6 +294,9 @@ bool quantize_patches(const float* x, int64_t C, int64_t H, int64_t W, int64_t k
     // entry: the 4th lands where the next run (or the padding entry, whose
     // weights are 0) is written.
     if (h1 < 0) h1 = H;
+    if (h0 < 0 || h0 > h1 || h1 > H)
+        throw Error("quantize_patches: the rows [" + std::to_string(h0) + ", " + std::to_string(h1) +
+                    ") are not inside the image's " + std::to_string(H));
     const int64_t pad = (k - 1) / 2, Hp = H + 2 * pad, Wp = W + 2 * pad, P4 = round_up(C * k * k, kChannelGroup);
     thread_local AlignedVector<uint8_t> planes_buffer;
     uint8_t* planes = scratch(planes_buffer, C * Hp * Wp + kChannelGroup);

@@ -221,6 +221,10 @@ TEST_CASE("int8: quantize_image rounds half to even, clamps, pads, and reports N
         y[4] = bad;
         CHECK_FALSE(q8::quantize_image(y.data(), 2, 1, 3, 2.f, 10, 1, out.data()));
     }
+    // quantize_patches' row range must lie inside the image
+    std::vector<uint8_t> patches(3 * 28);
+    CHECK_THROWS_AS(q8::quantize_patches(x.data(), 2, 1, 3, 3, 2.f, 10, patches.data(), 0, 2), Error);
+    CHECK_THROWS_AS(q8::quantize_patches(x.data(), 2, 1, 3, 3, 2.f, 10, patches.data(), 1, 0), Error);
 }
 
 TEST_CASE("int8: requantize_row and dequantize_row are the formula, with its clamps") {
