@@ -9,9 +9,10 @@
 //                  lacks are skipped)
 // with i = 0..5: the first conv as a 1x1 over 27 patch channels @128x128,
 // 64->64 @128x128, 64->128 @64x64, 128->128 @64x64, 128->256 @32x32,
-// 256->256 @32x32. Called as the int8 model calls it (layers/int8_model.cpp):
-// one output row at a time into one row of int32 sums, which stays in cache
-// (no requantization here). Counter GOPs: 2 x multiply-adds per second.
+// 256->256 @32x32. Called one output row at a time, as the int8 model
+// (layers/int8_model.cpp) calls its convs, into one row of int32 sums, which
+// stays in cache: the convolution alone, without the requantization that
+// conv_requantize adds. Counter GOPs: 2 x multiply-adds per second.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>

@@ -14,8 +14,9 @@
 //   * B = the packed weights of one block of 16 output channels at that tap,
 //     for k groups of 4 channels: [k][16][4], consecutive in the packing of
 //     pack_weights(), 64 bytes per row;
-//   * C = M pixels x 16 channels of the output row [Wo][Op], stored with a
-//     row stride of Op int32.
+//   * C = M pixels x 16 channels of int32 sums, stored into the output row
+//     [Wo][Op] (rows_amx) or into 1 KB on the stack that is requantized at
+//     once (rows_amx_requantize).
 // The channels are taken in `chunks` equal parts of kc bytes (kc <= 64, a
 // multiple of 4 dividing Cp): 64 for the usual multiples of 64, 28 for the
 // 27 channels of an image's first conv as patches (conv_int8.h).
@@ -102,8 +103,8 @@ MINNOW_AMX_TARGET void step_tiles(const uint8_t* X, const ConvShape& s, const Ge
 // pixel tiles inside, so that a pair of blocks' weights at every tap (2 KB
 // per tap and 64 channels) stay in L1 across the row. sums(oy, b, x0, x1)
 // says where the step of blocks b, b+1 and pixel tiles from x0, x1 stores
-// its C tiles; done(oy, b, x0, x1, mt, nt) is called after it, with its
-// numbers of pixel tiles and blocks.
+// its C tiles; done(oy, b, x0, x1, mt, nt, M) is called after it, with its
+// numbers of pixel tiles and blocks and the pixels per tile.
 template <class Where, class Done>
 MINNOW_AMX_TARGET void for_each_step(const uint8_t* X, const ConvShape& s, const PackedWeights& w, int64_t oy0,
                                      int64_t oy1, Where sums, Done done) {

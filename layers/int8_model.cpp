@@ -504,8 +504,8 @@ void Int8Model::run_image(const float* x, int64_t H, int64_t W, float* logits,
     const Activation& image = activations_[0];
     const Conv& first = convs_.front();
     bool finite = true;
-    if (first.patch_kernel) {  // in bands of rows, shared by the threads with rows_in_parallel
-        constexpr int64_t band = 8;
+    if (first.patch_kernel) {  // with rows_in_parallel, in bands of 8 rows shared by the threads
+        const int64_t band = rows_in_parallel ? 8 : H;  // (each band quantizes 2 rows more than it writes)
         const int64_t bands = (H + band - 1) / band;
 #pragma omp parallel for schedule(static) reduction(&& : finite) if (rows_in_parallel && bands > 1)
         for (int64_t r = 0; r < bands; ++r)
